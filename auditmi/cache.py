@@ -1,0 +1,89 @@
+"""Resumable on-disk cache of membership features.
+
+An entry is keyed by everything that determines an image's features: the encoder identity
+(name + weights hash), the image content hash (sha256 of the file), the view configuration,
+the feature configuration and the seed. A scan writes one shard per batch with an atomic
+``os.replace``, so a scan killed at any point (even ``kill -9``) leaves only complete shards,
+and the next scan with the same key resumes from them. Shards are ``.npz`` files read with
+``allow_pickle=False``: a cache folder can never execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_FORMAT = "auditmi-feature-cache-v1"
+COMPACT_AT = 64  # merge shards into one once there are this many
+
+
+def default_cache_dir() -> Path:
+    """``$AUDITMI_CACHE_DIR`` or the user's cache directory (e.g. ~/.cache/auditmi)."""
+    env = os.environ.get("AUDITMI_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("auditmi"))
+
+
+class FeatureCache:
+    """Features and encoder-free image statistics of images, for one (encoder, views, seed) key."""
+
+    def __init__(self, root: str | Path, key: dict[str, Any]) -> None:
+        blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True)
+        self.key = key
+        self.digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
+        self.dir = Path(root) / "features" / self.digest
+        self.dir.mkdir(parents=True, exist_ok=True)
+        kp = self.dir / "key.json"
+        if not kp.exists():
+            self._atomic_write_text(kp, json.dumps(json.loads(blob), indent=2))
+
+    def _atomic_write_text(self, path: Path, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    def shards(self) -> list[Path]:
+        """Complete shards (temporary files of interrupted writes are never listed)."""
+        return sorted(self.dir.glob("shard-*.npz"))
+
+    def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """All cached entries: sha256 -> (features, image statistics)."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        shards = self.shards()
+        for p in shards:
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    shas, feats, stats = z["sha256"], z["features"], z["stats"]
+            except Exception:  # unreadable shard (disk error, foreign file): ignore it, recompute
+                continue
+            for s, f, st in zip(shas, feats, stats):
+                out[str(s)] = (f, st)
+        if len(shards) >= COMPACT_AT and out:
+            self._compact(out, shards)
+        return out
+
+    def put(self, shas: list[str], features: np.ndarray, stats: np.ndarray) -> None:
+        """Append entries as one new shard, atomically."""
+        if not shas:
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, sha256=np.array(shas, dtype="U64"), features=features.astype(np.float32), stats=stats.astype(np.float32))
+        os.replace(tmp, self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz")
+
+    def _compact(self, entries: dict[str, tuple[np.ndarray, np.ndarray]], old: list[Path]) -> None:
+        shas = list(entries)
+        self.put(shas, np.stack([entries[s][0] for s in shas]), np.stack([entries[s][1] for s in shas]))
+        for p in old:
+            p.unlink(missing_ok=True)

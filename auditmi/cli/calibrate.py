@@ -1,0 +1,69 @@
+"""``auditmi calibrate``: shadow encoder -> membership features -> fitted classifiers -> bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from auditmi.cli.main import app, command_line, handle_errors
+from auditmi.cli.ui import err, fmt, out, progress_bar
+
+
+@app.command()
+@handle_errors
+def calibrate(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
+    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
+    arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
+    epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
+    image_size: Annotated[int, typer.Option("--image-size", help="Shadow encoder input size.")] = 32,
+    member_fraction: Annotated[float, typer.Option("--member-fraction", help="Fraction of the shadow data used as shadow members.")] = 0.5,
+    views: Annotated[int, typer.Option("--views", "-n", help="Augmented views per image (scan must use the same).")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, training and views.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
+    shadow_encoder: Annotated[Optional[str], typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
+    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
+    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
+    attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
+    vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
+    import json
+
+    from auditmi.audit import CalibrateOptions, run_calibrate
+
+    kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))
+    opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
+                            image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
+                            shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),
+                            attacks=kinds, optimizer=optimizer, lr=lr,
+                            attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
+    with progress_bar(not quiet) as cb:
+        path, cal = run_calibrate(opts, progress=cb, command=command_line())
+    summary = {"bundle": str(path), "default_attack": cal.default_attack,
+               "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
+               "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
+    if json_out:
+        text = json.dumps(summary, indent=2, default=lambda o: None)
+        if json_out == "-":
+            typer.echo(text)
+            return
+        Path(json_out).write_text(text + "\n")
+    t = Table(title=f"held-out shadow metrics ({cal.meta['n_heldout']} images; fitted on {cal.meta['n_fit']})")
+    for c in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
+        t.add_column(c)
+    for k, a in cal.attacks.items():
+        m = a.metrics
+        star = " (default)" if k == cal.default_attack else ""
+        t.add_row(a.attack.name + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
+                  fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
+    out.print(t)
+    err.print(f"calibration bundle written to {path}")

@@ -1,0 +1,164 @@
+"""``auditmi scan``: was this encoder trained on these images?"""
+
+from __future__ import annotations
+
+import csv
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from auditmi.cli.main import app, command_line, handle_errors
+from auditmi.cli.ui import err, fmt, out, progress_bar
+from auditmi.errors import EXIT_VERDICT, InputError
+
+
+class FailOn(str, Enum):
+    likely_used = "likely-used"
+    inconclusive = "inconclusive"
+    never = "never"
+
+
+VERDICT_STYLE = {"likely-used": "bold white on red", "no-evidence": "bold white on green", "inconclusive": "bold black on yellow"}
+
+
+def read_truth(path: Path) -> dict[str, int]:
+    """``file name,member`` CSV (header optional) -> {file name: 0/1}."""
+    try:
+        rows = list(csv.reader(path.read_text().splitlines()))
+    except OSError as e:
+        raise InputError(f"cannot read --truth {path}: {e}") from e
+    truth: dict[str, int] = {}
+    for r in rows:
+        if len(r) < 2 or r[1].strip() not in {"0", "1"}:
+            continue  # header or blank line
+        truth[r[0].strip()] = int(r[1].strip())
+    if not truth:
+        raise InputError(f"--truth {path} has no 'file,member' rows with member 0 or 1.")
+    return truth
+
+
+def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, Any]:
+    """Compare per-image decisions (and the flag count) with known membership."""
+    tp = fp = tn = fn = 0
+    for row in report["images"]:
+        name = Path(row["path"]).name
+        if name not in truth:
+            continue
+        pred, t = row["decision"] == "member", truth[name]
+        tp += pred and t == 1
+        fp += pred and t == 0
+        tn += (not pred) and t == 0
+        fn += (not pred) and t == 1
+    n = tp + fp + tn + fn
+    return {
+        "n_matched": n, "n_members": tp + fn, "n_non_members": tn + fp, "true_positives": tp, "false_positives": fp,
+        "true_negatives": tn, "false_negatives": fn, "accuracy": (tp + tn) / n if n else None,
+        "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+        "false_positive_rate": fp / (fp + tn) if fp + tn else None,
+    }
+
+
+def print_report(report: dict[str, Any], show: int) -> None:
+    """The human-readable report on stdout: verdict first, then numbers, then images."""
+    v, a = report["verdict"], report["aggregate"]
+    out.print(Panel(f"[{VERDICT_STYLE.get(v['label'], 'bold')}] {v['label'].upper()} [/]\n\n{v['reason']}", title="auditmi verdict", expand=False))
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("encoder", f"{report['encoder']['spec']}  ({report['encoder']['source']})")
+    cal = report["calibration"]
+    t.add_row("classifier", f"{cal['attack_name']} (held-out shadow AUC {fmt(cal['held_out_metrics'].get('roc_auc'))})")
+    t.add_row("images scored", f"{a['n_scored']} of {a['n_images']} ({a['n_skipped']} skipped, {a['n_duplicates']} duplicates)")
+    t.add_row("flagged as members", f"{a['n_flagged']} ({a['fraction_flagged']:.1%}) at threshold {a['decision_threshold']:.4g} [{a['threshold_kind']}], "
+              f"calibrated FPR {fmt(a['expected_fpr'])}, TPR {fmt(a.get('calibrated_tpr'))}")
+    uf = a.get("used_fraction") or {}
+    if uf.get("estimate") is not None:
+        t.add_row("estimated fraction used", f"{uf['estimate']:.1%} (95% CI {fmt(uf.get('ci_low'), '.1%')} - {fmt(uf.get('ci_high'), '.1%')})")
+    if a.get("rank_test"):
+        r = a["rank_test"]
+        t.add_row("rank test vs reference", f"p = {r['p_value']:.3g}, AUC {r['auc']:.3f} (95% CI {fmt(r['auc_ci'][0])}-{fmt(r['auc_ci'][1])}), "
+                  f"{r['n_suspects']} suspects vs {r['n_reference']} reference")
+        t.add_row("per-image flags (BH)", f"{a['n_bh_flagged']} at FDR {a['fdr']:g}")
+    if a.get("binomial_test"):
+        b = a["binomial_test"]
+        t.add_row("binomial test", f"p = {b['p_value']:.3g} ({b['note']})")
+    if a.get("shift_check"):
+        t.add_row("shift check", a["shift_check"]["reason"])
+    if a.get("power"):
+        p = a["power"]
+        need = p.get("n_suspects_needed")
+        t.add_row("power", f"~{need} images needed for p < {p['alpha']:g} at 80% power" if need else (p.get("note") or "-"))
+    tr = report.get("truth")
+    if tr:
+        t.add_row("vs truth file", f"{tr['true_positives']} of {tr['n_members']} known members flagged, {tr['false_positives']} of {tr['n_non_members']} "
+                  f"known non-members flagged (accuracy {fmt(tr['accuracy'], '.1%')}, precision {fmt(tr['precision'], '.1%')}, recall {fmt(tr['recall'], '.1%')})")
+    out.print(t)
+    rows = sorted(report["images"], key=lambda r: -r["score"])
+    if show and rows:
+        it = Table(title=f"most member-like images (top {min(show, len(rows))} of {len(rows)})")
+        for col in ("#", "image", "score", "P(member)", "decision", "p-value", "BH"):
+            it.add_column(col, justify="right" if col not in {"image", "decision"} else "left")
+        for i, r in enumerate(rows[:show], 1):
+            it.add_row(str(i), Path(r["path"]).name, f"{r['score']:.4f}", f"{r['member_probability']:.3f}", r["decision"],
+                       fmt(r["p_value"], ".3g"), "" if r["bh_flag"] is None else ("yes" if r["bh_flag"] else "no"))
+        out.print(it)
+    if report["skipped"]:
+        st = Table(title=f"skipped files ({len(report['skipped'])})")
+        st.add_column("set")
+        st.add_column("file")
+        st.add_column("reason")
+        for s in report["skipped"]:
+            st.add_row(s["set"], s["path"], s["reason"])
+        out.print(st)
+
+
+@app.command()
+@handle_errors
+def scan(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively) to audit.", show_default=False)],
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, open_clip:MODEL@/weights, an auditmi checkpoint folder, or a TorchScript file.")],
+    calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
+    reference: Annotated[Optional[list[Path]], typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
+    attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
+    views: Annotated[Optional[int], typer.Option("--views", "-n", help="Augmented views per image (default: the calibration's; must match it).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random views (results are reproducible from it).")] = 0,
+    fpr: Annotated[Optional[float], typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.01) instead of the accuracy-optimal threshold.")] = None,
+    fdr: Annotated[float, typer.Option("--fdr", help="False-discovery rate for per-image Benjamini-Hochberg flags (needs --reference).")] = 0.05,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the dataset-level verdict.")] = 0.05,
+    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else is printed on stdout).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report to FILE.")] = None,
+    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV 'file,member(0/1)' of known membership, to compare decisions with.")] = None,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit with code 5 when the verdict is likely-used (or, with 'inconclusive', likely-used or inconclusive).")] = FailOn.never,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: the user cache dir, or $AUDITMI_CACHE_DIR).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Image decoding processes (default: cores - 1).")] = None,
+    show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Score IMAGES for membership in ENCODER's training data and print a verdict."""
+    from auditmi.audit import ScanOptions, run_scan
+    from auditmi.report import validate_report, write_html, write_json
+
+    opts = ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
+                       seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
+                       use_cache=not no_cache, workers=workers)
+    tr = read_truth(truth) if truth else None
+    with progress_bar(not quiet) as cb:
+        report = run_scan(images, opts, progress=cb, command=command_line())
+    if tr is not None:
+        report["truth"] = truth_summary(report, tr)
+    validate_report(report)
+    if json_out:
+        write_json(report, json_out)
+    if html:
+        write_html(report, html)
+        err.print(f"HTML report written to {html}")
+    if json_out != "-":
+        print_report(report, show)
+    label = report["verdict"]["label"]
+    if (fail_on == FailOn.likely_used and label == "likely-used") or (fail_on == FailOn.inconclusive and label in {"likely-used", "inconclusive"}):
+        raise typer.Exit(EXIT_VERDICT)

@@ -1,0 +1,49 @@
+"""Console helpers shared by the commands: stderr for progress/logs, stdout for results."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+STAGE_LABELS = {
+    "suspect": "embedding suspect images",
+    "reference": "embedding reference images",
+    "members": "embedding members",
+    "non-members": "embedding non-members",
+    "train": "pre-training shadow encoder (steps)",
+}
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """A progress callback ``(stage, done, total)`` drawing rich bars on stderr (no-op if disabled)."""
+    if not enabled:
+        yield None
+        return
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+    tasks: dict[str, int] = {}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(STAGE_LABELS.get(stage, stage), total=total)
+        prog.update(tasks[stage], completed=done, total=total)
+
+    with prog:
+        yield cb
+
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    """Format a number or show a dash for missing values."""
+    if x is None:
+        return "-"
+    try:
+        return format(x, spec)
+    except (TypeError, ValueError):
+        return str(x)

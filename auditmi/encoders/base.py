@@ -1,0 +1,115 @@
+"""The black-box encoder interface every backend provides."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from auditmi.errors import InputError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was requested but no CUDA GPU is available; use --device auto or cpu.")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise InputError(f"invalid --device {device!r}: {e}. Use auto, cpu or cuda.") from e
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_state_dict(module: torch.nn.Module) -> str:
+    """Content hash of a module's parameters and buffers (names, shapes, dtypes and values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Encoder:
+    """An image encoder used as a black box: normalised images in, L2-normalised embeddings out.
+
+    Attributes:
+        spec: the specification the user gave (alias, ``backend:name@tag`` or a path).
+        backend: ``open_clip``, ``local`` or ``torchscript``.
+        input_size: side of the square input the encoder expects.
+        mean, std: the encoder's own input normalisation.
+        identity: a stable string that changes whenever the weights change (embedding cache key).
+        source: where the weights came from, for reports.
+        info: extra JSON-able facts for reports (architecture, embedding size, notes).
+    """
+
+    spec: str
+    backend: str
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    identity: str
+    source: str
+    module: torch.nn.Module | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    amp: bool = True
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 autocast on GPUs that support it, fp16 on older ones, none on the CPU."""
+        if self.device.type != "cuda" or not self.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    @torch.inference_mode()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of normalised (B, 3, S, S) images; returns float32 (B, D), unit norm."""
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dt = self.autocast_dtype
+        ctx = torch.autocast(self.device.type, dtype=dt) if dt is not None else contextlib.nullcontext()
+        with ctx:
+            out = self.forward(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return torch.nn.functional.normalize(out.float().flatten(1), dim=-1)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for reports and bundles."""
+        return {
+            "spec": self.spec,
+            "backend": self.backend,
+            "identity": self.identity,
+            "source": self.source,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "device": str(self.device),
+            **self.info,
+        }
+
+
+def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Eval mode, no gradients, on the device (channels_last on GPU)."""
+    module.eval().requires_grad_(False).to(device)
+    if device.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    return module

@@ -1,0 +1,69 @@
+"""TorchScript backend: any framework's encoder exported with ``torch.jit.save``.
+
+TorchScript archives are read by TorchScript's own loader, which only rebuilds tensors and
+compiled TorchScript graphs; it does not run arbitrary Python (unlike ``torch.load`` of a
+pickled module, which auditmi never does). The model must map a normalised (B, 3, S, S) batch
+to (B, D) embeddings. Input size and normalisation come from a sidecar JSON next to the file
+(``model.pt.json`` or ``model.json``: ``{"input_size": 224, "mean": [...], "std": [...]}``);
+without one, 224 px and ImageNet statistics are assumed and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+
+from auditmi.encoders.base import Encoder, prepare_module, sha256_file
+from auditmi.errors import EncoderUnavailableError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _sidecar(path: Path) -> tuple[dict, str]:
+    for cand in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if cand.is_file():
+            try:
+                return json.loads(cand.read_text()), str(cand)
+            except json.JSONDecodeError as e:
+                raise EncoderUnavailableError(f"cannot parse {cand}: {e}") from e
+    return {}, ""
+
+
+def load_torchscript(path: str | Path, device: torch.device, spec: str) -> Encoder:
+    """Load a TorchScript file as a black-box :class:`Encoder`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise EncoderUnavailableError(f"TorchScript file {p} does not exist.")
+    if not zipfile.is_zipfile(p):
+        raise EncoderUnavailableError(f"{p} is not a TorchScript archive (export it with torch.jit.save).")
+    with zipfile.ZipFile(p) as z:
+        if not any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist()):
+            raise EncoderUnavailableError(
+                f"{p} looks like a pickled state_dict or module, not TorchScript. auditmi never unpickles "
+                "shared files: export with torch.jit.script/trace + torch.jit.save, or write an auditmi checkpoint folder."
+            )
+    try:
+        module = torch.jit.load(str(p), map_location="cpu")
+    except Exception as e:
+        raise EncoderUnavailableError(f"cannot load TorchScript {p}: {e}") from e
+    meta, meta_path = _sidecar(p)
+    prepare_module(module, device)
+    note = {} if meta_path else {"note": "no sidecar JSON: assumed 224 px input and ImageNet normalisation"}
+    digest = sha256_file(p)
+    return Encoder(
+        spec=spec,
+        backend="torchscript",
+        forward=module,
+        input_size=int(meta.get("input_size", 224)),
+        mean=tuple(meta.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
+        std=tuple(meta.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+        device=device,
+        identity=f"torchscript:sha256:{digest}",
+        source=str(p.resolve()),
+        module=module,
+        info={"weights_sha256": digest, "sidecar": meta_path or None, **note},
+    )

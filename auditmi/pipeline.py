@@ -1,0 +1,269 @@
+"""Images -> membership features, keeping the encoder busy.
+
+Decoding (and hashing, view-parameter sampling, encoder-free statistics) runs in DataLoader
+worker processes with pinned memory; view rendering and encoding run batched on the encoder's
+device under ``torch.inference_mode`` (mixed precision and channels_last on GPU, see
+:class:`auditmi.encoders.Encoder`). Features of already-seen images come from the
+:class:`~auditmi.cache.FeatureCache`; new ones are written to it batch by batch, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from auditmi.cache import FeatureCache
+from auditmi.encoders.base import Encoder
+from auditmi.errors import InputError
+from auditmi.features import feature_config, n_features, pairwise_cosine
+from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
+from auditmi.shift import STAT_NAMES, image_statistics
+from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class ImageRow:
+    """One usable image: where it is and what it contains."""
+
+    path: Path
+    sha256: str
+    original_size: tuple[int, int]
+
+
+@dataclass
+class FeatureSet:
+    """Features of a set of images, aligned with ``rows``."""
+
+    rows: list[ImageRow]
+    features: np.ndarray  # (N, F) float32
+    stats: np.ndarray  # (N, S) encoder-free image statistics (shift check)
+    skipped: list[Skipped]
+    duplicates: list[list[Path]]
+    n_from_cache: int = 0
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+
+class _Decode(torch.utils.data.Dataset):
+    """Worker-side work: read, hash, decode, downscale, sample view parameters, statistics."""
+
+    def __init__(self, paths: Sequence[Path], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig) -> None:
+        self.paths, self.cached, self.max_side, self.seed, self.cfg = list(paths), cached, max_side, seed, cfg
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        p = self.paths[i]
+        try:
+            data, sha = read_and_hash(p)
+            if sha in self.cached:
+                return {"i": i, "sha": sha, "cached": True}
+            pixels, size = decode(data, self.max_side)
+        except ImageLoadError as e:
+            return {"i": i, "error": e.reason}
+        except Exception as e:  # a decoder bug must skip one file, never stop the scan
+            return {"i": i, "error": f"unexpected error while reading the image ({type(e).__name__}: {e})"}
+        h, w = pixels.shape[:2]
+        return {
+            "i": i,
+            "sha": sha,
+            "cached": False,
+            "size": size,
+            "stats": image_statistics(pixels, size),
+            "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
+            "params": params_for_image(h, w, sha, self.seed, self.cfg),
+        }
+
+
+def _identity_collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def default_batch_size(encoder: Encoder) -> int:
+    """Views per encoder pass: large on GPU (halved automatically on out-of-memory), modest on CPU."""
+    if encoder.device.type == "cuda":
+        return 1024 if encoder.input_size <= 64 else 512
+    return 256 if encoder.input_size <= 64 else 40
+
+
+def default_workers() -> int:
+    """Decoding workers: leave one core to the main process; none on a single core."""
+    n = os.cpu_count() or 1
+    return max(0, min(8, n - 1))
+
+
+class _Embedder:
+    """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
+
+    def __init__(self, encoder: Encoder, batch_size: int) -> None:
+        self.enc, self.bs = encoder, batch_size
+        self.encode_seconds = 0.0
+
+    def __call__(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        k = params.boxes.shape[0]
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < k:
+            end = min(k, start + self.bs)
+            sub = ViewParams(params.boxes[start:end], params.flip[start:end], params.jitter_on[start:end],
+                             params.factors[start:end], params.order[start:end], params.gray[start:end], params.source[start:end])
+            try:
+                with torch.inference_mode():
+                    x = render_views(images, sub, self.enc.input_size, self.enc.mean, self.enc.std)
+                    t0 = time.perf_counter()
+                    out.append(self.enc.embed(x))
+                    self.encode_seconds += time.perf_counter() - t0
+            except torch.cuda.OutOfMemoryError:
+                if self.bs <= 8:
+                    raise
+                torch.cuda.empty_cache()
+                self.bs //= 2
+                continue
+            start = end
+        return torch.cat(out)
+
+
+def compute_features(
+    paths: Sequence[Path],
+    encoder: Encoder,
+    view_cfg: ViewConfig,
+    seed: int = 0,
+    batch_size: int | None = None,
+    cache: FeatureCache | None = None,
+    num_workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> FeatureSet:
+    """Membership features of every usable image in ``paths`` (unusable files become ``skipped``).
+
+    Args:
+        paths: image files (already discovered).
+        encoder: the audited (or shadow) encoder.
+        view_cfg: the view configuration (must match the calibration's).
+        seed: views of an image are reproducible from (seed, image content).
+        batch_size: views per encoder pass (default: :func:`default_batch_size`).
+        cache: feature cache to read from and write to (None: no caching).
+        num_workers: decoding processes (default: :func:`default_workers`).
+        progress: called with (images done, total images).
+    """
+    t_start = time.perf_counter()
+    paths = list(paths)
+    n_views = view_cfg.n_views
+    bs = batch_size or default_batch_size(encoder)
+    if bs < 1:
+        raise InputError(f"--batch-size must be positive (got {bs}).")
+    cached = cache.load() if cache is not None else {}
+    workers = default_workers() if num_workers is None else num_workers
+    if len(paths) < 64:
+        workers = min(workers, 1)
+    ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=None,
+        pin_memory=encoder.device.type == "cuda",
+        prefetch_factor=8 if workers else None,
+        persistent_workers=False,
+    )
+    embedder = _Embedder(encoder, bs)
+    images_per_pass = max(1, bs // n_views)
+    by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
+    info: dict[int, tuple[str, tuple[int, int] | None]] = {}
+    skipped: list[Skipped] = []
+    pending: list[dict[str, Any]] = []
+    n_from_cache = 0
+    done = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if not pending:
+            return
+        imgs, _ = pad_batch([it["pixels"] for it in pending])
+        params = ViewParams.cat([it["params"] for it in pending])
+        if encoder.device.type == "cuda":
+            imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
+        emb = embedder(imgs, params).view(len(pending), n_views, -1)
+        feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+        stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
+        shas = [it["sha"] for it in pending]
+        for s, f, st in zip(shas, feats, stats):
+            by_sha[s] = (f, st)
+        if cache is not None:
+            cache.put(shas, feats, stats)
+        pending = []
+
+    in_batch: set[str] = set()
+    for item in loader:
+        i = item["i"]
+        done += 1
+        if "error" in item:
+            skipped.append(Skipped(paths[i], item["error"]))
+        else:
+            sha = item["sha"]
+            if item["cached"]:
+                n_from_cache += 1
+                info[i] = (sha, None)
+            else:
+                info[i] = (sha, item["size"])
+                if sha not in by_sha and sha not in in_batch:
+                    pending.append(item)
+                    in_batch.add(sha)
+                if len(pending) >= images_per_pass:
+                    flush()
+                    in_batch.clear()
+        if progress is not None:
+            progress(done, len(paths))
+    flush()
+
+    rows: list[ImageRow] = []
+    feats_l: list[np.ndarray] = []
+    stats_l: list[np.ndarray] = []
+    groups: dict[str, list[Path]] = {}
+    for i in sorted(info):
+        sha, size = info[i]
+        f, st = by_sha[sha]
+        rows.append(ImageRow(paths[i], sha, size if size is not None else (0, 0)))
+        feats_l.append(f)
+        stats_l.append(st)
+        groups.setdefault(sha, []).append(paths[i])
+    nf = n_features(n_views)
+    total = time.perf_counter() - t_start
+    return FeatureSet(
+        rows=rows,
+        features=np.stack(feats_l) if feats_l else np.zeros((0, nf), np.float32),
+        stats=np.stack(stats_l) if stats_l else np.zeros((0, len(STAT_NAMES)), np.float32),
+        skipped=skipped,
+        duplicates=[g for g in groups.values() if len(g) > 1],
+        n_from_cache=n_from_cache,
+        timing={"seconds": total, "encode_seconds": embedder.encode_seconds, "views_encoded": float((len(rows) - n_from_cache) * n_views),
+                "batch_size": float(embedder.bs), "workers": float(workers)},
+    )
+
+
+def cache_key(encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
+    """Everything that determines cached features."""
+    return {
+        "encoder": encoder.identity,
+        "input_size": encoder.input_size,
+        "mean": list(encoder.mean),
+        "std": list(encoder.std),
+        "views": view_cfg.to_dict(),
+        "features": feature_config(view_cfg.n_views),
+        "seed": int(seed),
+        "stats": STAT_NAMES,
+        "max_side": working_side(encoder.input_size, view_cfg),
+    }

@@ -1,0 +1,297 @@
+"""Augmented views of images, generated as batched tensor operations on the encoder's device.
+
+The augmentation is the SimCLR/MoCo pre-training augmentation that EncoderMI queries the encoder
+with (method.md, "Membership features"): RandomResizedCrop(scale 0.2-1, ratio 3/4-4/3),
+horizontal flip p=0.5, ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8 (the four adjustments in a
+random order, as torchvision does), RandomGrayscale p=0.2, then the encoder's normalisation.
+
+Random parameters are drawn per image and per view on the CPU from a generator seeded by
+``(seed, image content hash)``: an image's views therefore do not depend on which batch it
+lands in, on the device, or on the other images in the folder, which is what makes the
+embedding cache and resumed scans reproducible. The pixel work (crop-and-resize with
+``roi_align``, flips, colour jitter, grayscale, normalisation) runs batched on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torchvision.ops import roi_align
+
+from auditmi.errors import InputError
+
+# ITU-R 601-2 luma, the weights PIL and torchvision use for grayscale.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How views are drawn. Calibration and scan must use the same configuration."""
+
+    n_views: int = 10
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    algorithm: str = "auditmi-views-v1"
+
+    def __post_init__(self) -> None:
+        if self.n_views < 2:
+            raise InputError(
+                f"--views must be at least 2 (got {self.n_views}): membership features compare "
+                "pairs of views of the same image."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored in calibration bundles and reports."""
+        d = asdict(self)
+        for k in ("scale", "ratio", "jitter"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ViewConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            n_views=int(d["n_views"]),
+            scale=tuple(d["scale"]),  # type: ignore[arg-type]
+            ratio=tuple(d["ratio"]),  # type: ignore[arg-type]
+            flip_p=float(d["flip_p"]),
+            jitter=tuple(d["jitter"]),  # type: ignore[arg-type]
+            jitter_p=float(d["jitter_p"]),
+            gray_p=float(d["gray_p"]),
+            algorithm=str(d.get("algorithm", "auditmi-views-v1")),
+        )
+
+    def differences(self, other: "ViewConfig") -> list[str]:
+        """Human-readable list of fields that differ from ``other`` (empty if compatible)."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
+
+
+@dataclass
+class ViewParams:
+    """Per-view random parameters for K views (K = images x views), on the CPU.
+
+    Boxes are in pixel coordinates of each source image (x1, y1, x2, y2).
+    """
+
+    boxes: torch.Tensor  # (K, 4) float
+    flip: torch.Tensor  # (K,) bool
+    jitter_on: torch.Tensor  # (K,) bool
+    factors: torch.Tensor  # (K, 4): brightness, contrast, saturation, hue
+    order: torch.Tensor  # (K, 4) permutation of 0..3
+    gray: torch.Tensor  # (K,) bool
+    source: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (K,) image index
+
+    @staticmethod
+    def cat(parts: Sequence["ViewParams"]) -> "ViewParams":
+        """Concatenate parameters of several images, renumbering ``source`` per part."""
+        srcs = [torch.full((p.boxes.shape[0],), i, dtype=torch.long) for i, p in enumerate(parts)]
+        return ViewParams(
+            boxes=torch.cat([p.boxes for p in parts]),
+            flip=torch.cat([p.flip for p in parts]),
+            jitter_on=torch.cat([p.jitter_on for p in parts]),
+            factors=torch.cat([p.factors for p in parts]),
+            order=torch.cat([p.order for p in parts]),
+            gray=torch.cat([p.gray for p in parts]),
+            source=torch.cat(srcs),
+        )
+
+
+def image_seed(seed: int, sha256: str) -> int:
+    """Seed of one image's view generator: depends only on the run seed and the image content."""
+    h = hashlib.sha256(f"{int(seed)}:{sha256}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def sample_params(
+    heights: torch.Tensor, widths: torch.Tensor, cfg: ViewConfig, n_views: int, generator: torch.Generator
+) -> ViewParams:
+    """Draw ``n_views`` views for each image of the given sizes (vectorised).
+
+    RandomResizedCrop follows torchvision's algorithm: up to 10 attempts at a random area
+    fraction in ``scale`` and log-uniform aspect ratio in ``ratio``; if none fits, a centre crop
+    with the aspect ratio clamped to ``ratio``.
+    """
+    h = heights.repeat_interleave(n_views).double()
+    w = widths.repeat_interleave(n_views).double()
+    k = h.shape[0]
+    g = generator
+    attempts = 10
+    area = (h * w).unsqueeze(1) * (cfg.scale[0] + (cfg.scale[1] - cfg.scale[0]) * torch.rand(k, attempts, generator=g, dtype=torch.float64))
+    logr = (math.log(cfg.ratio[0]), math.log(cfg.ratio[1]))
+    ar = torch.exp(logr[0] + (logr[1] - logr[0]) * torch.rand(k, attempts, generator=g, dtype=torch.float64))
+    cw = torch.round(torch.sqrt(area * ar))
+    ch = torch.round(torch.sqrt(area / ar))
+    ok = (cw > 0) & (ch > 0) & (cw <= w.unsqueeze(1)) & (ch <= h.unsqueeze(1))
+    first = torch.argmax(ok.int(), dim=1)
+    any_ok = ok.any(dim=1)
+    cw_sel = cw.gather(1, first[:, None]).squeeze(1)
+    ch_sel = ch.gather(1, first[:, None]).squeeze(1)
+    # Fallback: centre crop with the aspect ratio clamped to the allowed range.
+    in_ratio = w / h
+    fb_w = torch.where(in_ratio < cfg.ratio[0], w, torch.where(in_ratio > cfg.ratio[1], torch.round(h * cfg.ratio[1]), w))
+    fb_h = torch.where(in_ratio < cfg.ratio[0], torch.round(w / cfg.ratio[0]), h)
+    cw_sel = torch.where(any_ok, cw_sel, fb_w)
+    ch_sel = torch.where(any_ok, ch_sel, fb_h)
+    u = torch.rand(k, 2, generator=g, dtype=torch.float64)
+    # Random integer offset in [0, size - crop] (inclusive), as torchvision draws it.
+    x0 = torch.floor(u[:, 0] * (w - cw_sel + 1)).clamp(min=0)
+    y0 = torch.floor(u[:, 1] * (h - ch_sel + 1)).clamp(min=0)
+    x0 = torch.where(any_ok, x0, torch.floor((w - cw_sel) / 2))
+    y0 = torch.where(any_ok, y0, torch.floor((h - ch_sel) / 2))
+    boxes = torch.stack([x0, y0, x0 + cw_sel, y0 + ch_sel], dim=1).float()
+
+    flip = torch.rand(k, generator=g) < cfg.flip_p
+    jitter_on = torch.rand(k, generator=g) < cfg.jitter_p
+    b, c, s, hue = cfg.jitter
+    lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])
+    hi = torch.tensor([1 + b, 1 + c, 1 + s, hue])
+    factors = lo + (hi - lo) * torch.rand(k, 4, generator=g)
+    order = torch.argsort(torch.rand(k, 4, generator=g), dim=1)
+    gray = torch.rand(k, generator=g) < cfg.gray_p
+    return ViewParams(boxes=boxes, flip=flip, jitter_on=jitter_on, factors=factors, order=order, gray=gray)
+
+
+def params_for_image(height: int, width: int, sha256: str, seed: int, cfg: ViewConfig) -> ViewParams:
+    """The ``cfg.n_views`` view parameters of one image, reproducible from (seed, content)."""
+    g = torch.Generator().manual_seed(image_seed(seed, sha256))
+    return sample_params(torch.tensor([height]), torch.tensor([width]), cfg, cfg.n_views, g)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (_LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]).unsqueeze(1)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (f[:, None, None, None] * a + (1 - f[:, None, None, None]) * b).clamp_(0, 1)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    cr_div = torch.where(eqc, ones, cr)
+    rc = (maxc - r) / cr_div
+    gc = (maxc - g) / cr_div
+    bc = (maxc - b) / cr_div
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return torch.stack((h, s, maxc), dim=1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x[:, 0], x[:, 1], x[:, 2]
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0, 1)
+    q = (v * (1.0 - s * f)).clamp(0, 1)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
+    mask = i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, -1, 1, 1)
+    a1 = torch.stack((v, q, p, p, t, v), dim=1)
+    a2 = torch.stack((t, v, v, q, p, p), dim=1)
+    a3 = torch.stack((p, p, t, v, v, q), dim=1)
+    a4 = torch.stack((a1, a2, a3), dim=1)
+    return torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), a4)
+
+
+def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
+    if op == 0:  # brightness: blend with black
+        return (x * f[:, None, None, None]).clamp_(0, 1)
+    if op == 1:  # contrast: blend with the mean gray level
+        mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+        return _blend(x, mean.expand_as(x), f)
+    if op == 2:  # saturation: blend with the grayscale image
+        return _blend(x, _gray(x).expand_as(x), f)
+    hsv = _rgb_to_hsv(x)
+    hsv[:, 0] = torch.fmod(hsv[:, 0] + f[:, None, None] + 1.0, 1.0)
+    return _hsv_to_rgb(hsv)
+
+
+def render_views(
+    images: torch.Tensor,
+    params: ViewParams,
+    out_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Render views from a padded batch of source images.
+
+    Args:
+        images: uint8 or float (B, 3, H, W) on the target device; each source image occupies the
+            top-left corner of its slot (padding beyond it is never sampled because boxes lie
+            inside the image).
+        params: parameters of K views; ``params.source`` maps each view to its image in the batch.
+        out_size: side of the square views (the encoder's input size).
+        mean, std: the encoder's normalisation.
+
+    Returns:
+        float32 (K, 3, out_size, out_size) normalised views, on ``images.device``.
+    """
+    dev = images.device
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    boxes = torch.cat([params.source.to(dev, torch.float32)[:, None], params.boxes.to(dev)], dim=1)
+    # roi_align with adaptive sampling averages several samples per output pixel when a crop is
+    # shrunk, which antialiases like PIL's resize; aligned=True uses pixel-centre coordinates.
+    v = roi_align(x, boxes, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    flip = params.flip.to(dev)
+    if flip.any():
+        v[flip] = v[flip].flip(-1)
+    jit = params.jitter_on.to(dev)
+    if jit.any():
+        sub = v[jit]
+        fac = params.factors.to(dev)[jit]
+        order = params.order.to(dev)[jit]
+        for step in range(4):
+            for op in range(4):
+                m = order[:, step] == op
+                if m.any():
+                    sub[m] = _adjust(sub[m], op, fac[m, op])
+        v[jit] = sub
+    gray = params.gray.to(dev)
+    if gray.any():
+        v[gray] = _gray(v[gray]).expand(-1, 3, -1, -1).contiguous()
+    m = torch.tensor(mean, device=dev, dtype=v.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=dev, dtype=v.dtype).view(1, 3, 1, 1)
+    return (v - m) / s
+
+
+def pad_batch(arrays: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (3, H_i, W_i) uint8 tensors into a zero-padded (B, 3, Hmax, Wmax) batch.
+
+    Returns the batch and a (B, 2) tensor of (height, width).
+    """
+    hmax = max(int(a.shape[1]) for a in arrays)
+    wmax = max(int(a.shape[2]) for a in arrays)
+    out = torch.zeros((len(arrays), 3, hmax, wmax), dtype=arrays[0].dtype)
+    sizes = torch.zeros((len(arrays), 2), dtype=torch.long)
+    for i, a in enumerate(arrays):
+        out[i, :, : a.shape[1], : a.shape[2]] = a
+        sizes[i, 0], sizes[i, 1] = a.shape[1], a.shape[2]
+    return out, sizes
+
+
+def working_side(input_size: int, cfg: ViewConfig) -> int:
+    """Shorter side images are downscaled to before views are cut.
+
+    The smallest crop covers ``scale[0]`` of the area, i.e. sqrt(scale[0]) of the side; keeping
+    input_size / sqrt(scale[0]) pixels means even the smallest crop is never upsampled from a
+    downscaled copy, so views match those cut from the full-resolution file.
+    """
+    return int(math.ceil(input_size / math.sqrt(max(cfg.scale[0], 1e-3))))
