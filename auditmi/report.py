@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from auditmi.errors import AuditmiError, InputError
 __all__ = [
     "SCHEMA_VERSION",
     "REPORT_KIND",
+    "VERDICT_LABELS",
     "InvalidReportError",
     "schema",
     "validate_report",
@@ -66,6 +67,9 @@ REPORT_KIND = "auditmi.scan-report"
 _SCHEMA_FILE = "scan-report.schema.json"
 
 VERDICT_LABELS = ("likely-used", "no-evidence", "inconclusive")
+
+# Longest schema-error message quoted in an InvalidReportError.
+_MAX_MESSAGE = 300
 
 
 class InvalidReportError(InputError, ValueError):
@@ -88,7 +92,12 @@ def schema() -> dict[str, Any]:
     Returns:
         A fresh copy of the schema as a dict (callers may modify it).
     """
-    text = resources.files("auditmi").joinpath("schemas", _SCHEMA_FILE).read_text(encoding="utf-8")
+    text = (
+        resources.files("auditmi")
+        .joinpath("schemas")
+        .joinpath(_SCHEMA_FILE)
+        .read_text(encoding="utf-8")
+    )
     return json.loads(text)
 
 
@@ -128,17 +137,22 @@ def validate_report(report: Mapping[str, Any]) -> None:
         jsonschema = None  # type: ignore[assignment]
     if jsonschema is not None:
         validator = jsonschema.Draft202012Validator(schema())
-        error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-        if error is not None:
+        errors = list(validator.iter_errors(doc))
+        if errors:
+            error = jsonschema.exceptions.best_match(errors)
+            message = error.message
+            if len(message) > _MAX_MESSAGE:  # e.g. a oneOf failure quoting a whole sub-object
+                message = message[: _MAX_MESSAGE - 3] + "..."
+            more = f" ({len(errors) - 1} more problem(s) not shown)" if len(errors) > 1 else ""
             raise InvalidReportError(
-                f"scan report is invalid at {_location(error.absolute_path)}: {error.message}"
+                f"scan report is invalid at {_location(error.absolute_path)}: {message}{more}"
             )
     else:
         _minimal_check(doc)
     _semantic_check(doc)
 
 
-def _fail(where: str, what: str) -> None:
+def _fail(where: str, what: str) -> NoReturn:
     raise InvalidReportError(f"scan report is invalid at {where}: {what}")
 
 
@@ -190,7 +204,15 @@ def _minimal_check(doc: Any) -> None:
         where = f"images[{i}]"
         if not isinstance(item, dict):
             _fail(where, "expected an object")
-        for key in ("path", "sha256", "score", "member_probability", "decision", "p_value", "bh_flag"):
+        for key in (
+            "path",
+            "sha256",
+            "score",
+            "member_probability",
+            "decision",
+            "p_value",
+            "bh_flag",
+        ):
             if key not in item:
                 _fail(where, f"{key!r} is a required property")
         digest = item["sha256"]
@@ -206,12 +228,16 @@ def _minimal_check(doc: Any) -> None:
         if not _is_number(prob) or not 0.0 <= prob <= 1.0:
             _fail(f"{where}.member_probability", f"{prob!r} is not a number in [0, 1]")
         if item["decision"] not in ("member", "non-member"):
-            _fail(f"{where}.decision", f"{item['decision']!r} is not one of ['member', 'non-member']")
+            _fail(
+                f"{where}.decision", f"{item['decision']!r} is not one of ['member', 'non-member']"
+            )
 
 
 def _semantic_check(doc: dict[str, Any]) -> None:
     """Constraints JSON Schema cannot express."""
-    roc = doc.get("calibration", {}).get("roc") if isinstance(doc.get("calibration"), dict) else None
+    roc = (
+        doc.get("calibration", {}).get("roc") if isinstance(doc.get("calibration"), dict) else None
+    )
     if isinstance(roc, dict):
         fpr, tpr = roc.get("fpr"), roc.get("tpr")
         if isinstance(fpr, list) and isinstance(tpr, list) and len(fpr) != len(tpr):
@@ -472,21 +498,76 @@ def _json_block(value: Any) -> str:
 _SUSPECT_COLOUR = "#c2410c"
 _REFERENCE_COLOUR = "#1d4ed8"
 _THRESHOLD_COLOUR = "#111827"
+_GRID_COLOUR = "#eef0f3"
+_CHANCE_COLOUR = "#9ca3af"
 # Font set on the <svg> itself so a chart copied out of the page still renders the same.
 _SVG_FONT = 'font-family="system-ui, Helvetica, Arial, sans-serif" font-size="12" fill="#111827"'
 
 
+def _svg_open(width: int, height: int, title_id: str, title: str) -> str:
+    return (
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-labelledby="{title_id}" {_SVG_FONT}>'
+        f'<title id="{title_id}">{_e(title)}</title>'
+    )
+
+
+def _svg_line(
+    x1: float, y1: float, x2: float, y2: float, colour: str, width: float = 1.0, dash: str = ""
+) -> str:
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    return (
+        f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour}" '
+        f'stroke-width="{width:g}"{dash_attr}/>'
+    )
+
+
+def _svg_text(x: float, y: float, text: str, kind: str = "tick", anchor: str = "start") -> str:
+    """A text element; ``text`` is escaped here. ``kind``: tick (11 px), legend or axis (12 px)."""
+    size = 11 if kind == "tick" else 12
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" class="{kind}" '
+        f'font-size="{size}">{_e(text)}</text>'
+    )
+
+
+def _svg_polyline(
+    points: list[tuple[float, float]], colour: str, width: float, dash: str = ""
+) -> str:
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+    return (
+        f'<polyline fill="none" stroke="{colour}" stroke-width="{width:g}"{dash_attr} '
+        f'points="{coords}"/>'
+    )
+
+
+def _svg_frame(left: float, top: float, pw: float, ph: float) -> str:
+    return (
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#d1d5db"/>'
+    )
+
+
+def _svg_axis_titles(
+    left: float, top: float, pw: float, ph: float, height: float, x_title: str, y_title: str
+) -> str:
+    cy = top + ph / 2
+    return _svg_text(left + pw / 2, height - 10, x_title, "axis", "middle") + (
+        f'<text x="14" y="{cy:.1f}" text-anchor="middle" class="axis" font-size="12" '
+        f'transform="rotate(-90 14 {cy:.1f})">{_e(y_title)}</text>'
+    )
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi] (1-2-5 steps)."""
+    """Round tick values covering [lo, hi] (1-2-2.5-5 steps)."""
     span = hi - lo
     if not math.isfinite(span) or span <= 0:
         return [lo]
     raw = span / max(n, 1)
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
     ticks = []
-    t = first
+    t = math.ceil(lo / step - 1e-9) * step
     while t <= hi + step * 1e-9:
         ticks.append(0.0 if abs(t) < step * 1e-9 else t)
         t += step
@@ -500,20 +581,18 @@ def _tick_label(t: float) -> str:
 def _finite_list(values: Any) -> list[float]:
     if not isinstance(values, Sequence) or isinstance(values, str):
         return []
-    out = []
-    for v in values:
-        f = _finite(v)
-        if f is not None:
-            out.append(f)
-    return out
+    return [f for f in (_finite(v) for v in values) if f is not None]
 
 
 def _histogram_svg(
     suspect: list[float], reference: list[float] | None, threshold: float | None
 ) -> str:
     """Overlaid histograms (fraction of each set per bin) with the decision threshold."""
-    width, height = 720, 320
-    left, right, top, bottom = 60, 20, 40, 50
+    # One legend row per entry above the plot: never overflows, whatever the label lengths.
+    n_legend = (2 if reference else 1) + (1 if threshold is not None else 0)
+    width = 720
+    left, right, top, bottom = 60, 20, 14 + 18 * n_legend, 50
+    height = top + 240 + bottom
     pw, ph = width - left - right, height - top - bottom
     all_values = suspect + (reference or [])
     lo, hi = min(all_values), max(all_values)
@@ -526,13 +605,17 @@ def _histogram_svg(
     n_bins = int(min(40, max(10, round(math.sqrt(len(all_values)) * 2))))
     edges = np.linspace(lo, hi, n_bins + 1)
 
-    series: list[tuple[str, str, np.ndarray, int]] = []
+    # Each series as a fraction of its own size, so sets of different sizes compare.
+    series: list[tuple[str, str, np.ndarray]] = []
     if reference:
         counts, _ = np.histogram(reference, bins=edges)
-        series.append(("reference (known non-members)", _REFERENCE_COLOUR, counts / len(reference), len(reference)))
+        label = f"reference (known non-members) (n = {len(reference):,})"
+        series.append((label, _REFERENCE_COLOUR, counts / len(reference)))
     counts, _ = np.histogram(suspect, bins=edges)
-    series.append(("suspect images", _SUSPECT_COLOUR, counts / len(suspect), len(suspect)))
-    ymax = max(float(s[2].max()) for s in series) or 1.0
+    series.append(
+        (f"suspect images (n = {len(suspect):,})", _SUSPECT_COLOUR, counts / len(suspect))
+    )
+    ymax = max(float(frac.max()) for _, _, frac in series) or 1.0
     yticks = _nice_ticks(0.0, ymax * 1.05, 4)
     ytop = max(ymax * 1.05, yticks[-1])
 
@@ -542,25 +625,17 @@ def _histogram_svg(
     def y(v: float) -> float:
         return top + ph - v / ytop * ph
 
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-labelledby="hist-title" {_SVG_FONT}>',
-        '<title id="hist-title">Histogram of membership scores: suspect images'
-        + (" versus reference non-members" if reference else "")
-        + "</title>",
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#d1d5db"/>',
-    ]
+    title = "Histogram of membership scores: suspect images" + (
+        " versus reference non-members" if reference else ""
+    )
+    parts = [_svg_open(width, height, "hist-title", title), _svg_frame(left, top, pw, ph)]
     for t in yticks:
-        parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eef0f3"/>'
-            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick" font-size="11">{_e(_tick_label(t))}</text>'
-        )
+        parts.append(_svg_line(left, y(t), left + pw, y(t), _GRID_COLOUR))
+        parts.append(_svg_text(left - 6, y(t) + 4, _tick_label(t), anchor="end"))
     for t in _nice_ticks(lo, hi, 6):
-        parts.append(
-            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#6b7280"/>'
-            f'<text x="{x(t):.1f}" y="{top + ph + 17}" text-anchor="middle" class="tick" font-size="11">{_e(_tick_label(t))}</text>'
-        )
-    for _label, colour, frac, _n in series:
+        parts.append(_svg_line(x(t), top + ph, x(t), top + ph + 4, "#6b7280"))
+        parts.append(_svg_text(x(t), top + ph + 17, _tick_label(t), anchor="middle"))
+    for _label, colour, frac in series:
         # Step outline plus a translucent fill, so two overlapping series both stay visible.
         pts = [f"{x(edges[0]):.1f},{y(0):.1f}"]
         for i, f in enumerate(frac):
@@ -573,32 +648,31 @@ def _histogram_svg(
         )
     if threshold is not None:
         tx = x(threshold)
-        parts.append(
-            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{top}" y2="{top + ph}" stroke="{_THRESHOLD_COLOUR}" '
-            'stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{tx + 4:.1f}" y="{top + 12}" class="tick" font-size="11">threshold {_e(_num(threshold))}</text>'
-        )
+        parts.append(_svg_line(tx, top, tx, top + ph, _THRESHOLD_COLOUR, 1.5, "6 4"))
+        parts.append(_svg_text(tx + 4, top + 12, f"threshold {_num(threshold)}"))
     parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">'
-        "membership score (higher = more member-like)</text>"
-        f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">fraction of images</text>'
+        _svg_axis_titles(
+            left,
+            top,
+            pw,
+            ph,
+            height,
+            "membership score (higher = more member-like)",
+            "fraction of images",
+        )
     )
-    # Legend above the plot.
-    lx = left
-    for label, colour, _frac, n in reversed(series):
-        text = f"{label} (n = {n:,})"
+    # Legend above the plot, one entry per row.
+    ly = 10
+    for label, colour, _frac in reversed(series):
         parts.append(
-            f'<rect x="{lx}" y="12" width="14" height="14" fill="{colour}" fill-opacity="0.25" stroke="{colour}"/>'
-            f'<text x="{lx + 20}" y="24" class="legend">{_e(text)}</text>'
+            f'<rect x="{left}" y="{ly}" width="14" height="12" fill="{colour}" '
+            f'fill-opacity="0.25" stroke="{colour}"/>'
         )
-        lx += 44 + 7 * len(text)  # ~6.5 px per character at 12 px
+        parts.append(_svg_text(left + 22, ly + 11, label, "legend"))
+        ly += 18
     if threshold is not None:
-        parts.append(
-            f'<line x1="{lx}" x2="{lx + 18}" y1="19" y2="19" stroke="{_THRESHOLD_COLOUR}" '
-            'stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{lx + 24}" y="24" class="legend">decision threshold</text>'
-        )
+        parts.append(_svg_line(left, ly + 6, left + 14, ly + 6, _THRESHOLD_COLOUR, 1.5, "4 3"))
+        parts.append(_svg_text(left + 22, ly + 11, "decision threshold", "legend"))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -621,65 +695,48 @@ def _roc_svg(fpr: list[float], tpr: list[float], expected_fpr: float | None) -> 
         return top + ph - min(1.0, max(0.0, v)) * ph
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'role="img" aria-labelledby="roc-title" {_SVG_FONT}>',
-        '<title id="roc-title">Calibration ROC curve, log-scale false-positive rate</title>',
-        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="#d1d5db"/>',
+        _svg_open(
+            width, height, "roc-title", "Calibration ROC curve, log-scale false-positive rate"
+        ),
+        _svg_frame(left, top, pw, ph),
     ]
     for k in range(-3, 1):
         v = 10.0**k
-        parts.append(
-            f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top}" y2="{top + ph}" stroke="#eef0f3"/>'
-            f'<text x="{x(v):.1f}" y="{top + ph + 17}" text-anchor="middle" class="tick" font-size="11">{_e(f"{v:g}")}</text>'
-        )
+        parts.append(_svg_line(x(v), top, x(v), top + ph, _GRID_COLOUR))
+        parts.append(_svg_text(x(v), top + ph + 17, f"{v:g}", anchor="middle"))
         if k < 0:
             for m in range(2, 10):  # minor log ticks
-                parts.append(
-                    f'<line x1="{x(m * v):.1f}" x2="{x(m * v):.1f}" y1="{top + ph}" '
-                    f'y2="{top + ph + 3}" stroke="#9ca3af"/>'
-                )
+                parts.append(_svg_line(x(m * v), top + ph, x(m * v), top + ph + 3, _CHANCE_COLOUR))
     for t in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
-        parts.append(
-            f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#eef0f3"/>'
-            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick" font-size="11">{t:g}</text>'
-        )
+        parts.append(_svg_line(left, y(t), left + pw, y(t), _GRID_COLOUR))
+        parts.append(_svg_text(left - 6, y(t) + 4, f"{t:g}", anchor="end"))
     # Chance: TPR = FPR, a curve on a log-x axis; sampled densely in log space.
     chance = [10.0 ** (lmin + i * (0.0 - lmin) / 60) for i in range(61)]
+    parts.append(_svg_polyline([(x(v), y(v)) for v in chance], _CHANCE_COLOUR, 1.2, "4 4"))
+    show_expected = expected_fpr is not None and expected_fpr > 0
+    if show_expected:
+        ex = x(float(expected_fpr))  # type: ignore[arg-type]
+        parts.append(_svg_line(ex, top, ex, top + ph, _THRESHOLD_COLOUR, 1.0, "6 4"))
     parts.append(
-        '<polyline fill="none" stroke="#9ca3af" stroke-width="1.2" stroke-dasharray="4 4" points="'
-        + " ".join(f"{x(v):.1f},{y(v):.1f}" for v in chance)
-        + '"/>'
-    )
-    if expected_fpr is not None and expected_fpr > 0:
-        ex = x(expected_fpr)
-        parts.append(
-            f'<line x1="{ex:.1f}" x2="{ex:.1f}" y1="{top}" y2="{top + ph}" stroke="{_THRESHOLD_COLOUR}" '
-            'stroke-width="1" stroke-dasharray="6 4"/>'
-        )
-    parts.append(
-        f'<polyline fill="none" stroke="{_SUSPECT_COLOUR}" stroke-width="2" points="'
-        + " ".join(f"{x(f):.1f},{y(t):.1f}" for f, t in zip(fpr, tpr))
-        + '"/>'
+        _svg_polyline([(x(f), y(t)) for f, t in zip(fpr, tpr, strict=True)], _SUSPECT_COLOUR, 2.0)
     )
     lx, ly = left + 10, top + 16
+    legend = [
+        (_SUSPECT_COLOUR, 2.0, "", "attack (held-out calibration data)"),
+        (_CHANCE_COLOUR, 1.0, "4 4", "chance (TPR = FPR)"),
+    ]
+    if show_expected:
+        legend.append((_THRESHOLD_COLOUR, 1.0, "6 4", "expected FPR of the decision threshold"))
+    for colour, stroke_width, dash, text in legend:
+        parts.append(_svg_line(lx, ly - 4, lx + 18, ly - 4, colour, stroke_width, dash))
+        parts.append(_svg_text(lx + 24, ly, text, "legend"))
+        ly += 18
     parts.append(
-        f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{_SUSPECT_COLOUR}" stroke-width="2"/>'
-        f'<text x="{lx + 24}" y="{ly}" class="legend">attack (held-out calibration data)</text>'
-        f'<line x1="{lx}" x2="{lx + 18}" y1="{ly + 14}" y2="{ly + 14}" stroke="#9ca3af" stroke-dasharray="4 4"/>'
-        f'<text x="{lx + 24}" y="{ly + 18}" class="legend">chance (TPR = FPR)</text>'
-    )
-    if expected_fpr is not None and expected_fpr > 0:
-        parts.append(
-            f'<line x1="{lx}" x2="{lx + 18}" y1="{ly + 32}" y2="{ly + 32}" stroke="{_THRESHOLD_COLOUR}" stroke-dasharray="6 4"/>'
-            f'<text x="{lx + 24}" y="{ly + 36}" class="legend">expected FPR of the decision threshold</text>'
+        _svg_axis_titles(
+            left, top, pw, ph, height, "false-positive rate (log scale)", "true-positive rate"
         )
-    parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">'
-        "false-positive rate (log scale)</text>"
-        f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" class="axis" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">true-positive rate</text>'
-        "</svg>"
     )
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -693,18 +750,25 @@ _VERDICT_STYLE = {
     "inconclusive": ("Inconclusive", "#b54708", "#fffaeb"),
 }
 
+_TEST_NAMES = {
+    "rank-test": "Rank test (suspect vs reference scores)",
+    "binomial-test": "Binomial test (flag count vs expected false positives)",
+}
+
 _CSS = """
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
   color: #111827; background: #f9fafb; margin: 0; line-height: 1.45; }
 main { max-width: 1040px; margin: 0 auto; padding: 24px 20px 48px; }
 h1 { font-size: 1.35rem; margin: 0 0 4px; }
-h2 { font-size: 1.15rem; margin: 32px 0 10px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
+h2 { font-size: 1.15rem; margin: 32px 0 10px; border-bottom: 1px solid #e5e7eb;
+  padding-bottom: 4px; }
 h3 { font-size: 1rem; margin: 18px 0 6px; }
 .meta { color: #4b5563; font-size: .9rem; margin: 0; word-break: break-all; }
 .verdict { border: 2px solid; border-radius: 10px; padding: 18px 22px; margin: 18px 0 8px; }
 .verdict .label { font-size: 2.1rem; font-weight: 700; letter-spacing: .01em; }
-.verdict .code { font-size: .85rem; color: #4b5563; font-family: ui-monospace, Menlo, Consolas, monospace; }
+.verdict .code { font-size: .85rem; color: #4b5563;
+  font-family: ui-monospace, Menlo, Consolas, monospace; }
 .verdict .reason { font-size: 1.05rem; margin: 6px 0; }
 .verdict .test { margin: 0; font-size: .95rem; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 10px; }
@@ -712,7 +776,8 @@ h3 { font-size: 1rem; margin: 18px 0 6px; }
 .card .k { color: #4b5563; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; }
 .card .v { font-size: 1.3rem; font-weight: 600; }
 .card .n { color: #4b5563; font-size: .82rem; }
-.chart { max-width: 100%; height: auto; background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; }
+.chart { max-width: 100%; height: auto; background: #fff; border: 1px solid #e5e7eb;
+  border-radius: 8px; }
 .chart .tick { font-size: 11px; fill: #374151; }
 .chart .axis { font-size: 12px; fill: #111827; }
 .chart .legend { font-size: 12px; fill: #111827; }
@@ -721,7 +786,7 @@ table { border-collapse: collapse; background: #fff; width: 100%; font-size: .9r
 th, td { border: 1px solid #e5e7eb; padding: 5px 8px; text-align: left; vertical-align: middle; }
 th { background: #f3f4f6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.path { word-break: break-all; }
+td.path { width: 45%; min-width: 160px; overflow-wrap: anywhere; }
 td.thumb { width: 100px; text-align: center; }
 td.thumb img { display: block; margin: 0 auto; max-width: 96px; max-height: 96px; }
 .none { color: #6b7280; font-style: italic; }
@@ -729,7 +794,8 @@ td.thumb img { display: block; margin: 0 auto; max-width: 96px; max-height: 96px
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0;
   background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 14px; }
 dl.kv dt { color: #4b5563; }
-dl.kv dd { margin: 0; font-family: ui-monospace, Menlo, Consolas, monospace; word-break: break-all; }
+dl.kv dd { margin: 0; font-family: ui-monospace, Menlo, Consolas, monospace;
+  word-break: break-all; }
 pre { background: #fff; border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px 12px;
   overflow-x: auto; font-size: .82rem; white-space: pre-wrap; word-break: break-all; }
 details > summary { cursor: pointer; font-weight: 600; margin: 8px 0; }
@@ -741,13 +807,18 @@ footer { margin-top: 40px; color: #6b7280; font-size: .82rem; }
 def _card(key: str, value: str, note: str = "") -> str:
     """One key-number card. ``value`` and ``note`` must already be escaped."""
     note_html = f'<div class="n">{note}</div>' if note else ""
-    return f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{value}</div>{note_html}</div>'
+    return (
+        f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{value}</div>'
+        f"{note_html}</div>"
+    )
 
 
 def _verdict_html(report: Mapping[str, Any]) -> str:
     verdict = _get(report, "verdict") or {}
     label = str(verdict.get("label", ""))
-    title, colour, background = _VERDICT_STYLE.get(label, (label or "unknown", "#374151", "#f3f4f6"))
+    title, colour, background = _VERDICT_STYLE.get(
+        label, (label or "unknown", "#374151", "#f3f4f6")
+    )
     test = verdict.get("test")
     alpha = verdict.get("alpha")
     if test in (None, "none"):
@@ -755,13 +826,18 @@ def _verdict_html(report: Mapping[str, Any]) -> str:
     else:
         p = verdict.get("p_value")
         test_line = (
-            f"{_e(test)}: p = <strong>{_e(_pval(p))}</strong> "
+            f"{_e(_TEST_NAMES.get(str(test), test))}: p = <strong>{_e(_pval(p))}</strong> "
             f"(significance level \u03b1 = {_e(_num(alpha))}"
-            + (", significant" if _finite(p) is not None and _finite(alpha) is not None and p <= alpha else "")
+            + (
+                ", significant"
+                if _finite(p) is not None and _finite(alpha) is not None and p <= alpha
+                else ""
+            )
             + ")."
         )
     return (
-        f'<section class="verdict verdict-{_e(label)}" style="border-color:{colour};background:{background}" '
+        f'<section class="verdict verdict-{_e(label)}" '
+        f'style="border-color:{colour};background:{background}" '
         f'id="verdict" data-label="{_e(label)}">'
         f'<div class="label" style="color:{colour}">{_e(title)}</div>'
         f'<div class="code">verdict: {_e(label)}</div>'
@@ -780,7 +856,7 @@ def _key_numbers_html(report: Mapping[str, Any]) -> str:
             _e(_int(agg.get("n_scored"))),
             _e(
                 f"of {_int(agg.get('n_images'))} found; {_int(agg.get('n_skipped'))} skipped, "
-                f"{_int(agg.get('n_duplicates'))} duplicates"
+                f"{_int(agg.get('n_duplicates'))} duplicate(s)"
             ),
         )
     )
@@ -788,7 +864,10 @@ def _key_numbers_html(report: Mapping[str, Any]) -> str:
         _card(
             "Flagged as members",
             _e(f"{_int(agg.get('n_flagged'))} ({_pct(agg.get('fraction_flagged'))})"),
-            _e(f"score \u2265 {_num(agg.get('decision_threshold'))} (threshold: {agg.get('threshold_kind') or _DASH})"),
+            _e(
+                f"score \u2265 {_num(agg.get('decision_threshold'))} "
+                f"(threshold: {agg.get('threshold_kind') or _DASH})"
+            ),
         )
     )
     cards.append(
@@ -822,7 +901,8 @@ def _key_numbers_html(report: Mapping[str, Any]) -> str:
                 "Rank test vs reference",
                 _e(f"p = {_pval(rt.get('p_value'))}"),
                 _e(
-                    f"AUC {_num(rt.get('auc'), 3)}{ci_text}; {_int(rt.get('n_suspects'))} suspects vs "
+                    f"AUC {_num(rt.get('auc'), 3)}{ci_text}; "
+                    f"{_int(rt.get('n_suspects'))} suspects vs "
                     f"{_int(rt.get('n_reference'))} reference images ({rt.get('method') or _DASH})"
                 ),
             )
@@ -869,7 +949,11 @@ def _key_numbers_html(report: Mapping[str, Any]) -> str:
     else:
         cards.append(_card("Suspect vs reference content shift", _DASH, _e("not checked")))
     cards.append(_card("Mean score", _e(_num(agg.get("mean_score"))), ""))
-    return '<section id="numbers"><h2>Key numbers</h2><div class="cards">' + "".join(cards) + "</div></section>"
+    return (
+        '<section id="numbers"><h2>Key numbers</h2><div class="cards">'
+        + "".join(cards)
+        + "</div></section>"
+    )
 
 
 def _histogram_html(report: Mapping[str, Any]) -> str:
@@ -907,7 +991,7 @@ def _roc_html(report: Mapping[str, Any]) -> str:
     if isinstance(roc, Mapping):
         f, t = roc.get("fpr"), roc.get("tpr")
         if isinstance(f, Sequence) and isinstance(t, Sequence) and len(f) == len(t) and len(f) >= 2:
-            pairs = [(_finite(a), _finite(b)) for a, b in zip(f, t)]
+            pairs = [(_finite(a), _finite(b)) for a, b in zip(f, t, strict=True)]
             pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
             if len(pairs) >= 2:
                 fpr = [a for a, _ in pairs]
@@ -933,20 +1017,24 @@ def _roc_html(report: Mapping[str, Any]) -> str:
 
 def _images_html(report: Mapping[str, Any], top_k: int, thumbnails: bool) -> str:
     images = [img for img in (_get(report, "images") or []) if isinstance(img, Mapping)]
-    ranked = sorted(
-        images,
-        key=lambda img: (-(_finite(img.get("score")) if _finite(img.get("score")) is not None else -math.inf), str(img.get("path", ""))),
-    )[:top_k]
+
+    def order(img: Mapping[str, Any]) -> tuple[float, str]:
+        score = _finite(img.get("score"))  # highest first; missing scores last; ties by path
+        return (-score if score is not None else math.inf, str(img.get("path", "")))
+
+    ranked = sorted(images, key=order)[:top_k]
+    caption = f"The {len(ranked):,} highest-scoring of {len(images):,} scored images."
     out = [
         '<section id="images"><h2>Most member-like images</h2>',
-        f'<p class="caption">{_e(f"The {len(ranked)} highest-scoring of {len(images)} scored images.")}</p>',
+        f'<p class="caption">{caption}</p>',
     ]
     if not ranked:
         out.append('<p class="none">No images to show.</p></section>')
         return "".join(out)
     out.append(
         "<table><thead><tr><th>Rank</th><th>Image</th><th>File</th><th>Score</th>"
-        "<th>Member probability</th><th>p-value</th><th>BH flag</th><th>Decision</th></tr></thead><tbody>"
+        "<th>Member probability</th><th>p-value</th><th>BH flag</th><th>Decision</th></tr>"
+        "</thead><tbody>"
     )
     for rank, img in enumerate(ranked, start=1):
         path = str(img.get("path", ""))
@@ -964,7 +1052,8 @@ def _images_html(report: Mapping[str, Any], top_k: int, thumbnails: bool) -> str
         out.append(
             f'<tr><td class="num">{rank}</td><td class="thumb">{thumb}</td>'
             f'<td class="path" title="{_e(path)}">{_e(_basename(path))}'
-            f'<div class="meta">{_e(path)}</div><div class="meta">sha256 {_e(digest[:16])}\u2026</div></td>'
+            f'<div class="meta">{_e(path)}</div>'
+            f'<div class="meta">sha256 {_e(digest[:16])}\u2026</div></td>'
             f'<td class="num">{_e(_num(img.get("score")))}</td>'
             f'<td class="num">{_e(_pct(img.get("member_probability")))}</td>'
             f'<td class="num">{_e(_pval(img.get("p_value")))}</td>'
@@ -983,7 +1072,8 @@ def _skipped_html(report: Mapping[str, Any]) -> str:
         out.append("<table><thead><tr><th>File</th><th>Set</th><th>Reason</th></tr></thead><tbody>")
         for item in skipped:
             out.append(
-                f'<tr><td class="path">{_e(item.get("path", ""))}</td><td>{_e(item.get("set", ""))}</td>'
+                f'<tr><td class="path">{_e(item.get("path", ""))}</td>'
+                f"<td>{_e(item.get('set', ''))}</td>"
                 f"<td>{_e(item.get('reason', ''))}</td></tr>"
             )
         out.append("</tbody></table>")
@@ -992,14 +1082,19 @@ def _skipped_html(report: Mapping[str, Any]) -> str:
 
 
 def _duplicates_html(report: Mapping[str, Any]) -> str:
-    groups = [g for g in (_get(report, "duplicates") or []) if isinstance(g, Sequence) and not isinstance(g, str)]
-    out = [f'<section id="duplicates"><h2>Duplicate files ({len(groups):,} groups)</h2>']
+    groups = [
+        g
+        for g in (_get(report, "duplicates") or [])
+        if isinstance(g, Sequence) and not isinstance(g, str)
+    ]
+    plural = "" if len(groups) == 1 else "s"
+    out = [f'<section id="duplicates"><h2>Duplicate files ({len(groups):,} group{plural})</h2>']
     if not groups:
         out.append('<p class="none">No two files had identical content.</p>')
     else:
         out.append(
-            '<p class="caption">Files with identical bytes (same SHA-256); each group counts as '
-            "one image in the audit.</p><ol>"
+            '<p class="caption">Files with identical bytes (same SHA-256): the same image under '
+            "several names.</p><ol>"
         )
         for group in groups:
             out.append("<li>" + "<br>".join(_e(p) for p in group) + "</li>")
@@ -1009,7 +1104,9 @@ def _duplicates_html(report: Mapping[str, Any]) -> str:
 
 
 def _dl(rows: list[tuple[str, Any]]) -> str:
-    items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(_DASH if v is None or v == '' else v)}</dd>" for k, v in rows)
+    items = "".join(
+        f"<dt>{_e(k)}</dt><dd>{_e(_DASH if v is None or v == '' else v)}</dd>" for k, v in rows
+    )
     return f'<dl class="kv">{items}</dl>'
 
 
@@ -1022,8 +1119,14 @@ def _provenance_html(report: Mapping[str, Any]) -> str:
     identity = enc.get("identity") if isinstance(enc, Mapping) else None
     if isinstance(identity, (Mapping, list)):
         identity = json.dumps(_normalise(identity, ()), ensure_ascii=False, allow_nan=False)
+    attack = str(_get(calib, "attack") or "")
+    if _get(calib, "attack_name"):
+        attack = f"{attack} ({_get(calib, 'attack_name')})".strip()
     rows: list[tuple[str, Any]] = [
-        ("report schema", f"{_get(report, 'kind') or ''} {_get(report, 'schema_version') or ''}".strip()),
+        (
+            "report schema",
+            f"{_get(report, 'kind') or ''} {_get(report, 'schema_version') or ''}".strip(),
+        ),
         ("auditmi version (scan)", _get(report, "auditmi_version")),
         ("created", _get(report, "created")),
         ("command", _get(report, "command")),
@@ -1032,7 +1135,7 @@ def _provenance_html(report: Mapping[str, Any]) -> str:
         ("encoder identity", identity),
         ("calibration bundle", _get(calib, "path")),
         ("calibration bundle sha256", _get(calib, "bundle_sha256")),
-        ("attack", f"{_get(calib, 'attack') or ''} {('(' + str(_get(calib, 'attack_name')) + ')') if _get(calib, 'attack_name') else ''}".strip()),
+        ("attack", attack),
         ("seed", _get(config, "seed")),
         ("device", _get(config, "device")),
         ("python", _get(env, "python")),
@@ -1042,7 +1145,12 @@ def _provenance_html(report: Mapping[str, Any]) -> str:
     if isinstance(ref, Mapping):
         roots = ref.get("paths_root") or []
         rows.append(("reference folders", "; ".join(str(r) for r in roots)))
-        rows.append(("reference images", f"{_int(ref.get('n_images'))} used, {_int(ref.get('n_skipped'))} skipped"))
+        rows.append(
+            (
+                "reference images",
+                f"{_int(ref.get('n_images'))} used, {_int(ref.get('n_skipped'))} skipped",
+            )
+        )
     out = [
         '<section id="provenance"><h2>Reproducibility: versions, hashes and configuration</h2>',
         _dl(rows),
@@ -1051,7 +1159,10 @@ def _provenance_html(report: Mapping[str, Any]) -> str:
         ("Held-out calibration metrics", _get(calib, "held_out_metrics")),
         ("Configuration", config),
         ("Encoder", enc),
-        ("Calibration", {k: v for k, v in calib.items() if k != "roc"} if isinstance(calib, Mapping) else calib),
+        (
+            "Calibration",
+            {k: v for k, v in calib.items() if k != "roc"} if isinstance(calib, Mapping) else calib,
+        ),
         ("Environment", env),
         ("Timing", _get(report, "timing")),
     ]
@@ -1090,12 +1201,12 @@ def render_html(report: Mapping[str, Any], top_k: int = 20, thumbnails: bool = T
     label = str(_get(report, "verdict", "label") or "")
     title = _VERDICT_STYLE.get(label, (label or "report",))[0]
     head = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         # Self-contained evidence: the page may not fetch anything, run anything, or send forms.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        "<meta name=\"referrer\" content=\"no-referrer\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">'
         f"<title>auditmi scan report: {_e(title)}</title>"
         f"<style>{_CSS}</style></head><body><main>"
     )
@@ -1103,7 +1214,8 @@ def render_html(report: Mapping[str, Any], top_k: int = 20, thumbnails: bool = T
         "<header><h1>auditmi membership audit</h1>"
         f'<p class="meta">Was this image encoder trained on these images? '
         f"Encoder: {_e(_get(report, 'encoder', 'spec') or _DASH)}; "
-        f"scanned {_e(_get(report, 'created') or _DASH)} with auditmi {_e(_get(report, 'auditmi_version') or _DASH)}.</p>"
+        f"scanned {_e(_get(report, 'created') or _DASH)} "
+        f"with auditmi {_e(_get(report, 'auditmi_version') or _DASH)}.</p>"
         "</header>"
     )
     body = [

@@ -243,7 +243,9 @@ _C = 1.0
 _NEWTON_MAX_ITER = 50
 _NEWTON_TOL = 1e-8
 # Sequential permutation test (Besag & Clifford 1991): stop once this many permuted AUCs have
-# reached the observed one, since p can then no longer fall below alpha (see _min_hits).
+# reached the observed one (or more, when alpha needs it; see shift_check), since p can then
+# no longer fall below alpha. 10 hits also make the reported p-value precise to about +-30 %.
+# Permutations run in chunks so that a clearly null check stops after a few dozen.
 _SEQ_HITS = 10
 _FIRST_CHUNK = 20
 _CHUNK = 60
@@ -344,44 +346,56 @@ def _standardised_differences(
     ]
 
 
-def _fit_predict(
-    z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, penalise: np.ndarray
+def _fit_logistic(
+    z: np.ndarray,
+    outer: np.ndarray,
+    tri: tuple[np.ndarray, np.ndarray],
+    mask: np.ndarray,
+    labels: np.ndarray,
+    penalise: np.ndarray,
 ) -> np.ndarray:
-    """Fit a batch of L2 logistic regressions by Newton's method; return test decision values.
+    """Fit a batch of L2 logistic regressions on row subsets of ``z`` by Newton's method.
 
     Minimises ``0.5 * ||w||^2 + C * sum(log-loss)`` with an unpenalised intercept, which is
-    exactly scikit-learn's ``LogisticRegression(C=C)`` (lbfgs) objective, for every model in
-    the batch at once: one batched d x d Hessian per model and step, which is far faster than
-    hundreds of separate scikit-learn fits. A step that would increase the objective is halved.
+    exactly scikit-learn's ``LogisticRegression(C=C)`` objective, for every model in the
+    batch at once. Model ``b`` is trained on the rows where ``mask[b]`` is 1, with labels
+    ``labels[b]``. Writing every model over all ``N`` rows turns the per-model products into
+    single large matrix products (the Hessians are ``(mask * p * (1 - p)) @ outer``), far
+    faster than hundreds of separate scikit-learn fits. A step that would increase the
+    objective is halved.
 
     Args:
-        z_train: ``(B, n, d)`` design matrices (last column all ones for the intercept).
-        y_train: ``(n,)`` 0/1 labels, shared by the batch.
-        z_test: ``(B, m, d)`` rows to score.
+        z: ``(N, d)`` design matrix (last column all ones, for the intercept).
+        outer: ``(N, T)`` upper-triangle entries of every row's outer product ``z_i z_i^T``.
+        tri: The ``(row, column)`` indices of those ``T`` entries.
+        mask: ``(B, N)`` 1 where a row is in model ``b``'s training set, else 0.
+        labels: ``(B, N)`` 0/1 labels (ignored where ``mask`` is 0).
         penalise: ``(d,)`` 1 for weights, 0 for the intercept.
 
     Returns:
-        ``(B, m)`` decision values ``z_test @ theta``.
+        ``(B, d)`` fitted coefficients (intercept last).
     """
-    b, _, d = z_train.shape
-    zt = np.ascontiguousarray(z_train.transpose(0, 2, 1))  # (B, d, n)
+    b = mask.shape[0]
+    d = z.shape[1]
+    iu, ju = tri
+    zt = np.ascontiguousarray(z.T)
     theta = np.zeros((b, d))
-    ysign = 2.0 * y_train - 1.0
-    reg = np.diag(penalise)
+    ysign = 2.0 * labels - 1.0
+    diag = np.arange(d)
 
     def objective(th: np.ndarray) -> np.ndarray:
-        eta = np.matmul(z_train, th[:, :, None])[:, :, 0]
-        loss = np.logaddexp(0.0, -ysign * eta).sum(axis=1)
+        loss = (mask * np.logaddexp(0.0, -ysign * (th @ zt))).sum(axis=1)
         return 0.5 * np.sum(penalise * th * th, axis=1) + _C * loss
 
     f = objective(theta)
     for _ in range(_NEWTON_MAX_ITER):
-        eta = np.matmul(z_train, theta[:, :, None])[:, :, 0]
-        p = _spspecial.expit(eta)
-        grad = penalise * theta + _C * np.matmul(zt, (p - y_train)[:, :, None])[:, :, 0]
-        s = p * (1.0 - p)
-        hess = reg + _C * np.matmul(zt, z_train * s[:, :, None])
-        hess[:, np.arange(d), np.arange(d)] += 1e-10
+        p = _spspecial.expit(theta @ zt)
+        grad = penalise * theta + _C * ((mask * (p - labels)) @ z)
+        h_tri = _C * ((mask * (p * (1.0 - p))) @ outer)
+        hess = np.empty((b, d, d))
+        hess[:, iu, ju] = h_tri
+        hess[:, ju, iu] = h_tri
+        hess[:, diag, diag] += penalise + 1e-10
         step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
         t = np.ones(b)
         new = theta - step
@@ -396,7 +410,7 @@ def _fit_predict(
         theta, f = new, f_new
         if float(np.max(np.abs(t[:, None] * step))) < _NEWTON_TOL:
             break
-    return np.matmul(z_test, theta[:, :, None])[:, :, 0]
+    return theta
 
 
 class _CVAuc:
@@ -417,6 +431,9 @@ class _CVAuc:
         xs = (x[:, keep] - mu[keep]) / sd[keep]
         self.n_features = int(keep.sum())
         self.z = np.c_[xs, np.ones(x.shape[0])]
+        d = self.z.shape[1]
+        self.tri = np.triu_indices(d)
+        self.outer = self.z[:, self.tri[0]] * self.z[:, self.tri[1]]
         self.penalise = np.r_[np.ones(self.n_features), 0.0]
         self.y = y.astype(np.float64)
         self.pos = y == 1
@@ -425,32 +442,33 @@ class _CVAuc:
         skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         self.folds = list(skf.split(np.zeros(y.size), y))
 
+    def scores(self, perms: np.ndarray) -> np.ndarray:
+        """Pooled out-of-fold scores, per row permutation in ``perms`` (B, n), by position."""
+        b, n = perms.shape
+        out = np.zeros((b, n))
+        if self.n_features == 0:  # every statistic constant: nothing to learn
+            return out
+        rows = np.arange(b)[:, None]
+        # Position j of permutation b holds original row perms[b, j] and carries label y[j].
+        labels = np.empty((b, n))
+        labels[rows, perms] = self.y
+        for train, test in self.folds:
+            mask = np.zeros((b, n))
+            mask[rows, perms[:, train]] = 1.0
+            theta = _fit_logistic(self.z, self.outer, self.tri, mask, labels, self.penalise)
+            zt = self.z[perms[:, test]]  # (B, m, d)
+            out[:, test] = np.matmul(zt, theta[:, :, None])[:, :, 0]
+        return out
+
     def aucs(self, perms: np.ndarray) -> np.ndarray:
         """AUC of the pooled out-of-fold scores for each row permutation in ``perms`` (B, n)."""
-        b, n = perms.shape
-        if self.n_features == 0:  # every statistic constant: nothing to learn
-            return np.full(b, 0.5)
-        scores = np.empty((b, n))
-        for train, test in self.folds:
-            scores[:, test] = _fit_predict(
-                self.z[perms[:, train]], self.y[train], self.z[perms[:, test]], self.penalise
-            )
+        return self.auc_of(self.scores(perms))
+
+    def auc_of(self, scores: np.ndarray) -> np.ndarray:
+        """ROC AUC (ties half) of each row of ``scores`` against the fixed labels."""
         ranks = _sps.rankdata(scores, axis=1)
         u = ranks[:, self.pos].sum(axis=1) - self.n1 * (self.n1 + 1) / 2
         return u / (self.n1 * self.n0)
-
-    def oof_scores(self) -> np.ndarray:
-        """Pooled out-of-fold scores of the unpermuted data."""
-        n = self.y.size
-        scores = np.full(n, 0.0)
-        if self.n_features == 0:
-            return scores
-        ident = np.arange(n)[None, :]
-        for train, test in self.folds:
-            scores[test] = _fit_predict(
-                self.z[ident[:, train]], self.y[train], self.z[ident[:, test]], self.penalise
-            )[0]
-        return scores
 
 
 def _fmt_p(p: float) -> str:
@@ -553,7 +571,9 @@ def shift_check(
     k = min(5, n_s, n_r)
     cv = _CVAuc(x, y, k, seed)
     n = y.size
-    observed = float(cv.aucs(np.arange(n)[None, :])[0])
+    oof = cv.scores(np.arange(n)[None, :])
+    observed = float(cv.auc_of(oof)[0])
+    oof = oof[0]
     tol = 1e-12
 
     # Sequential stopping: once `stop_hits` permuted AUCs reach the observed one, the full
@@ -580,7 +600,6 @@ def shift_check(
         done += m
     p_value = hits / done if stopped else (1.0 + hits) / (1.0 + done)
 
-    oof = cv.oof_scores()
     var = _delong_variance(oof[:n_s], oof[n_s:])
     auc_ci: tuple[float, float] | None = None
     if math.isfinite(var):

@@ -31,16 +31,24 @@ def sample(tmp_path: Path) -> dict:
     suspects = tmp_path / "suspects"
     suspects.mkdir()
     images = []
-    rows = [("cat.png", (200, 30, 30), 0.91, 0.97, 0.004, True),
-            ("dog.png", (30, 200, 30), 0.74, 0.81, 0.03, True),
-            ("tree.png", (30, 30, 200), 0.12, 0.22, 0.61, False)]
+    rows = [
+        ("cat.png", (200, 30, 30), 0.91, 0.97, 0.004, True),
+        ("dog.png", (30, 200, 30), 0.74, 0.81, 0.03, True),
+        ("tree.png", (30, 30, 200), 0.12, 0.22, 0.61, False),
+    ]
     for name, colour, score, prob, p, bh in rows:
         digest = _png(suspects / name, colour)
-        images.append({
-            "path": str(suspects / name), "sha256": digest, "score": score,
-            "member_probability": prob, "decision": "member" if score >= 0.5 else "non-member",
-            "p_value": p, "bh_flag": bh,
-        })
+        images.append(
+            {
+                "path": str(suspects / name),
+                "sha256": digest,
+                "score": score,
+                "member_probability": prob,
+                "decision": "member" if score >= 0.5 else "non-member",
+                "p_value": p,
+                "bh_flag": bh,
+            }
+        )
     rng = np.random.default_rng(0)
     return {
         "schema_version": "1.0",
@@ -48,37 +56,105 @@ def sample(tmp_path: Path) -> dict:
         "auditmi_version": "0.1.0",
         "created": "2025-01-31T12:00:00+00:00",
         "command": f"auditmi scan {suspects} --encoder open_clip:ViT-B-32/openai --reference ref/",
-        "verdict": {"label": "likely-used", "reason": "suspects score higher than the reference",
-                    "test": "rank-test", "p_value": 0.0012, "alpha": 0.05},
+        "verdict": {
+            "label": "likely-used",
+            "reason": "suspects score higher than the reference",
+            "test": "rank-test",
+            "p_value": 0.0012,
+            "alpha": 0.05,
+        },
         "aggregate": {
-            "n_images": 5, "n_scored": 3, "n_skipped": 1, "n_duplicates": 1, "n_flagged": 2,
-            "fraction_flagged": 2 / 3, "mean_score": 0.59, "decision_threshold": 0.5,
-            "threshold_kind": "fpr=0.01", "expected_fpr": 0.01,
-            "used_fraction": {"estimate": 0.7, "ci_low": 0.2, "ci_high": 1.0, "note": "Rogan-Gladen"},
-            "rank_test": {"p_value": 0.0012, "auc": 0.93, "auc_ci": [0.81, 1.0], "n_suspects": 3,
-                          "n_reference": 50, "method": "exact", "u_statistic": 139.5},
-            "binomial_test": {"p_value": 0.0003, "n_flagged": 2, "n_total": 3, "expected_fpr": 0.01,
-                              "note": "relies on the calibrated FPR transferring"},
-            "power": {"n_suspects_needed": 12, "auc": 0.8, "alpha": 0.05, "power": 0.8,
-                      "note": "normal approximation"},
-            "shift_check": {"distinguishable": False, "auc": 0.52, "p_value": 0.7,
-                            "reason": "content of both sets is similar"},
-            "n_bh_flagged": 2, "fdr": 0.1,
+            "n_images": 5,
+            "n_scored": 3,
+            "n_skipped": 1,
+            "n_duplicates": 1,
+            "n_flagged": 2,
+            "fraction_flagged": 2 / 3,
+            "mean_score": 0.59,
+            "decision_threshold": 0.5,
+            "threshold_kind": "fpr=0.01",
+            "expected_fpr": 0.01,
+            "used_fraction": {
+                "estimate": 0.7,
+                "ci_low": 0.2,
+                "ci_high": 1.0,
+                "note": "Rogan-Gladen",
+            },
+            "rank_test": {
+                "p_value": 0.0012,
+                "auc": 0.93,
+                "auc_ci": [0.81, 1.0],
+                "n_suspects": 3,
+                "n_reference": 50,
+                "method": "exact",
+                "u_statistic": 139.5,
+            },
+            "binomial_test": {
+                "p_value": 0.0003,
+                "n_flagged": 2,
+                "n_total": 3,
+                "expected_fpr": 0.01,
+                "note": "relies on the calibrated FPR transferring",
+            },
+            "power": {
+                "n_suspects_needed": 12,
+                "auc": 0.8,
+                "alpha": 0.05,
+                "power": 0.8,
+                "note": "normal approximation",
+            },
+            "shift_check": {
+                "distinguishable": False,
+                "auc": 0.52,
+                "p_value": 0.7,
+                "reason": "content of both sets is similar",
+            },
+            "n_bh_flagged": 2,
+            "fdr": 0.1,
         },
         "images": images,
-        "reference": {"paths_root": [str(tmp_path / "ref")], "n_images": 50, "n_skipped": 0,
-                      "scores": [float(v) for v in rng.normal(0.3, 0.1, 50)]},
-        "skipped": [{"path": str(suspects / EVIL_NAME), "reason": "truncated or corrupt image data",
-                     "set": "suspect"}],
+        "reference": {
+            "paths_root": [str(tmp_path / "ref")],
+            "n_images": 50,
+            "n_skipped": 0,
+            "scores": [float(v) for v in rng.normal(0.3, 0.1, 50)],
+        },
+        "skipped": [
+            {
+                "path": str(suspects / EVIL_NAME),
+                "reason": "truncated or corrupt image data",
+                "set": "suspect",
+            }
+        ],
         "duplicates": [[str(suspects / "cat.png"), str(suspects / "cat copy.png")]],
-        "encoder": {"spec": "open_clip:ViT-B-32/openai", "backend": "open_clip",
-                    "identity": {"weights_sha256": "a" * 64}, "source": "local", "input_size": 224},
-        "calibration": {"path": "calib/bundle", "bundle_sha256": "b" * 64, "attack": "V",
-                        "attack_name": "vector-based", "held_out_metrics": {"roc_auc": 0.9, "tpr_at_1pct_fpr": 0.3},
-                        "roc": {"fpr": [0.0, 0.001, 0.01, 0.1, 0.5, 1.0],
-                                "tpr": [0.0, 0.1, 0.3, 0.7, 0.95, 1.0]}},
-        "config": {"views": {"n": 10}, "features": {"kind": "sorted-sims"}, "seed": 0,
-                   "batch_size": 32, "device": "cpu", "fpr": 0.01, "fdr": 0.1, "alpha": 0.05},
+        "encoder": {
+            "spec": "open_clip:ViT-B-32/openai",
+            "backend": "open_clip",
+            "identity": {"weights_sha256": "a" * 64},
+            "source": "local",
+            "input_size": 224,
+        },
+        "calibration": {
+            "path": "calib/bundle",
+            "bundle_sha256": "b" * 64,
+            "attack": "V",
+            "attack_name": "vector-based",
+            "held_out_metrics": {"roc_auc": 0.9, "tpr_at_1pct_fpr": 0.3},
+            "roc": {
+                "fpr": [0.0, 0.001, 0.01, 0.1, 0.5, 1.0],
+                "tpr": [0.0, 0.1, 0.3, 0.7, 0.95, 1.0],
+            },
+        },
+        "config": {
+            "views": {"n": 10},
+            "features": {"kind": "sorted-sims"},
+            "seed": 0,
+            "batch_size": 32,
+            "device": "cpu",
+            "fpr": 0.01,
+            "fdr": 0.1,
+            "alpha": 0.05,
+        },
         "environment": {"python": "3.11.9", "torch": "2.4.0", "platform": "Linux-x86_64"},
         "timing": {"total_s": 12.5},
     }
@@ -104,8 +180,17 @@ def test_validate_accepts_sample_and_its_json_round_trip(sample):
     minimal = copy.deepcopy(sample)
     minimal["reference"] = None
     minimal["calibration"]["roc"] = None
-    for key in ("used_fraction", "rank_test", "binomial_test", "power", "shift_check",
-                "n_bh_flagged", "fdr", "expected_fpr", "mean_score"):
+    for key in (
+        "used_fraction",
+        "rank_test",
+        "binomial_test",
+        "power",
+        "shift_check",
+        "n_bh_flagged",
+        "fdr",
+        "expected_fpr",
+        "mean_score",
+    ):
         minimal["aggregate"][key] = None
     minimal["verdict"].update(test="none", p_value=None, label="inconclusive")
     R.validate_report(minimal)
@@ -280,7 +365,7 @@ def test_render_html_without_reference_or_roc(sample, tmp_path):
     assert "reference (known non-members)" not in page and "decision threshold" in page
     assert "No ROC curve is available" in page
     assert page.index("verdict: inconclusive") < page.index("<svg")
-    assert page.count("<tr><td class=\"num\">") == 2  # top_k rows
+    assert page.count('<tr><td class="num">') == 2  # top_k rows
     _no_network_refs(page)
     dest = tmp_path / "report.html"
     R.write_html(sample, dest, top_k=2)
@@ -301,11 +386,18 @@ def test_render_html_handles_empty_scan_and_missing_files(sample):
 
 def test_roc_uses_log_fpr_axis(sample):
     page = R.render_html(sample, thumbnails=False)
-    roc = page[page.index('aria-labelledby="roc-title"'):]
+    roc = page[page.index('aria-labelledby="roc-title"') :]
     roc = roc[: roc.index("</svg>")]
     for tick in (">0.001<", ">0.01<", ">0.1<", ">1<"):
         assert tick in roc
     # Decades are equally spaced on a log axis.
-    xs = [float(m) for m in re.findall(r'<text x="([0-9.]+)" y="[0-9.]+" text-anchor="middle" class="tick" font-size="11">(?:0\.001|0\.01|0\.1|1)<', roc)]
+    xs = [
+        float(m)
+        for m in re.findall(
+            r'<text x="([0-9.]+)" y="[0-9.]+" text-anchor="middle" class="tick" '
+            r'font-size="11">(?:0\.001|0\.01|0\.1|1)<',
+            roc,
+        )
+    ]
     gaps = np.diff(xs)
     assert len(xs) == 4 and np.allclose(gaps, gaps[0], atol=0.2) and not math.isclose(gaps[0], 0)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
@@ -62,16 +63,25 @@ def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, An
     }
 
 
+class _Plain(Table):
+    """A table whose cells are plain text: file names and reasons are never read as rich markup."""
+
+    def add_row(self, *cells: str, **kw: Any) -> None:  # type: ignore[override]
+        super().add_row(*(Text(c) for c in cells), **kw)
+
+
 def print_report(report: dict[str, Any], show: int) -> None:
     """The human-readable report on stdout: verdict first, then numbers, then images."""
     v, a = report["verdict"], report["aggregate"]
-    out.print(Panel(f"[{VERDICT_STYLE.get(v['label'], 'bold')}] {v['label'].upper()} [/]\n\n{v['reason']}", title="auditmi verdict", expand=False))
-    t = Table(show_header=False, box=None, pad_edge=False)
+    out.print(Panel(Text.assemble((f" {v['label'].upper()} ", VERDICT_STYLE.get(v["label"], "bold")), "\n\n" + v["reason"]), title="auditmi verdict", expand=False))
+    t = _Plain(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
     t.add_row("encoder", f"{report['encoder']['spec']}  ({report['encoder']['source']})")
     cal = report["calibration"]
     t.add_row("classifier", f"{cal['attack_name']} (held-out shadow AUC {fmt(cal['held_out_metrics'].get('roc_auc'))})")
     t.add_row("images scored", f"{a['n_scored']} of {a['n_images']} ({a['n_skipped']} skipped, {a['n_duplicates']} duplicates)")
-    t.add_row("flagged as members", f"{a['n_flagged']} ({a['fraction_flagged']:.1%}) at threshold {a['decision_threshold']:.4g} [{a['threshold_kind']}], "
+    t.add_row("flagged as members", f"{a['n_flagged']} ({a['fraction_flagged']:.1%}) at threshold {a['decision_threshold']:.4g} ({a['threshold_kind']} threshold), "
               f"calibrated FPR {fmt(a['expected_fpr'])}, TPR {fmt(a.get('calibrated_tpr'))}")
     uf = a.get("used_fraction") or {}
     if uf.get("estimate") is not None:
@@ -97,7 +107,7 @@ def print_report(report: dict[str, Any], show: int) -> None:
     out.print(t)
     rows = sorted(report["images"], key=lambda r: -r["score"])
     if show and rows:
-        it = Table(title=f"most member-like images (top {min(show, len(rows))} of {len(rows)})")
+        it = _Plain(title=f"most member-like images (top {min(show, len(rows))} of {len(rows)})")
         for col in ("#", "image", "score", "P(member)", "decision", "p-value", "BH"):
             it.add_column(col, justify="right" if col not in {"image", "decision"} else "left")
         for i, r in enumerate(rows[:show], 1):
@@ -105,7 +115,7 @@ def print_report(report: dict[str, Any], show: int) -> None:
                        fmt(r["p_value"], ".3g"), "" if r["bh_flag"] is None else ("yes" if r["bh_flag"] else "no"))
         out.print(it)
     if report["skipped"]:
-        st = Table(title=f"skipped files ({len(report['skipped'])})")
+        st = _Plain(title=f"skipped files ({len(report['skipped'])})")
         st.add_column("set")
         st.add_column("file")
         st.add_column("reason")
