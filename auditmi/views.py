@@ -233,8 +233,9 @@ def render_views(
 
     Args:
         images: uint8 or float (B, 3, H, W) on the target device; each source image occupies the
-            top-left corner of its slot (padding beyond it is never sampled because boxes lie
-            inside the image).
+            top-left corner of its slot. Bilinear sampling near a box edge reads one pixel past
+            the image, so a padded slot must repeat the image's last row and column there, as
+            :func:`pad_batch` does (zero padding would make views depend on the batch).
         params: parameters of K views; ``params.source`` maps each view to its image in the batch.
         out_size: side of the square views (the encoder's input size).
         mean, std: the encoder's normalisation.
@@ -273,7 +274,13 @@ def render_views(
 
 
 def pad_batch(arrays: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (3, H_i, W_i) uint8 tensors into a zero-padded (B, 3, Hmax, Wmax) batch.
+    """Stack (3, H_i, W_i) uint8 tensors into a padded (B, 3, Hmax, Wmax) batch.
+
+    The first padding row and column repeat the image's last row and column. ``roi_align``
+    samples up to half a pixel inside the box edge and interpolates bilinearly with the next
+    pixel; on a lone image that neighbour is clamped to the edge pixel, so replicating the edge
+    makes an image's views independent of the larger images it is batched with (zero padding
+    darkened its right and bottom borders). Pixels further out are never read.
 
     Returns the batch and a (B, 2) tensor of (height, width).
     """
@@ -282,8 +289,13 @@ def pad_batch(arrays: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
     out = torch.zeros((len(arrays), 3, hmax, wmax), dtype=arrays[0].dtype)
     sizes = torch.zeros((len(arrays), 2), dtype=torch.long)
     for i, a in enumerate(arrays):
-        out[i, :, : a.shape[1], : a.shape[2]] = a
-        sizes[i, 0], sizes[i, 1] = a.shape[1], a.shape[2]
+        h, w = int(a.shape[1]), int(a.shape[2])
+        out[i, :, :h, :w] = a
+        if w < wmax:
+            out[i, :, :h, w] = a[:, :, w - 1]
+        if h < hmax:
+            out[i, :, h, : min(w + 1, wmax)] = out[i, :, h - 1, : min(w + 1, wmax)]
+        sizes[i, 0], sizes[i, 1] = h, w
     return out, sizes
 
 

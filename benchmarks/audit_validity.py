@@ -1,0 +1,133 @@
+"""Are auditmi's dataset-level verdicts honest? Null calibration, power and shift detection.
+
+On the bundled Fashion-MNIST example (examples/fashion, rebuilt by examples/fashion/build.py):
+  * null: known non-members (test-split images never used for training, from manifest.json) are
+    split at random into "suspects" and "reference" many times; the fraction of rank tests with
+    p < 0.05 must stay at or below 0.05 (within sampling error). The reference-free binomial test
+    (which relies on the calibration transferring) is checked the same way.
+  * power: 20 target members as suspects against the reference give p < 1e-3 (the scan itself on
+    a folder of 20 members, plus the distribution over random draws of 20 members).
+  * shift: a reference made deliberately different (brightness +40; MNIST digits) is reported as
+    "inconclusive", while the unshifted reference is not.
+
+Usage:
+  python benchmarks/audit_validity.py [--splits 500] [--json benchmarks/results/validity.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from auditmi import stats as S
+from auditmi.audit import ScanOptions, run_scan
+from auditmi.calibration import load_calibration
+from auditmi.datasets import fashion_mnist, mnist_digits
+from auditmi.encoders import load_encoder
+from auditmi.pipeline import compute_features
+
+ROOT = Path(__file__).resolve().parent.parent
+EX = ROOT / "examples" / "fashion"
+
+
+def write(images: np.ndarray, folder: Path, prefix: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, a in enumerate(images):
+        p = folder / f"{prefix}_{i:05d}.png"
+        Image.fromarray(a).save(p)
+        out.append(p)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--splits", type=int, default=500)
+    ap.add_argument("--n-suspects", type=int, default=40)
+    ap.add_argument("--n-reference", type=int, default=200)
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "validity.json"))
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    t0 = time.time()
+    man = json.loads((EX / "manifest.json").read_text())
+    xtr, _ = fashion_mnist("train")
+    xte, _ = fashion_mnist("test")
+    cal = load_calibration(EX / "calibration")
+    ac = cal.get(None)
+    enc = load_encoder(str(EX / "encoder"), a.device)
+    res: dict = {"attack": cal.default_attack, "command": "python " + " ".join(sys.argv)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        non_idx = np.array(man["target_non_members_test_idx"])
+        mem_idx = np.array(man["target_members_train_idx"])
+        non_paths = write(xte[non_idx], tmp / "non", "n")
+        mem_paths = write(xtr[mem_idx], tmp / "mem", "m")
+        fn = compute_features(non_paths, enc, cal.views, seed=0, num_workers=0)
+        fm = compute_features(mem_paths, enc, cal.views, seed=0, num_workers=0)
+        sn, sm = ac.attack.score(fn.features), ac.attack.score(fm.features)
+
+        # ---- null: random splits of known non-members
+        rng = np.random.default_rng(0)
+        ps, pb = [], []
+        thr = ac.thresholds["accuracy"]
+        _, cfpr = ac.tpr_fpr_at(thr)
+        n_null = int((ac.heldout_labels == 0).sum())
+        fpr_test = (cfpr * n_null + 1) / (n_null + 1)
+        for _ in range(a.splits):
+            perm = rng.permutation(len(sn))
+            s, r = sn[perm[: a.n_suspects]], sn[perm[a.n_suspects: a.n_suspects + a.n_reference]]
+            ps.append(S.rank_test(s, r).p_value)
+            pb.append(S.binomial_test(int((s >= thr).sum()), len(s), fpr_test).p_value)
+        ps, pb = np.array(ps), np.array(pb)
+        rate = float((ps < 0.05).mean())
+        se = float(np.sqrt(0.05 * 0.95 / a.splits))
+        res["null"] = {"splits": a.splits, "n_suspects": a.n_suspects, "n_reference": a.n_reference,
+                       "rank_test_rejection_rate_at_0.05": rate, "standard_error": se, "within_sampling_error": rate <= 0.05 + 2 * se,
+                       "binomial_test_rejection_rate_at_0.05": float((pb < 0.05).mean()),
+                       "non_member_flag_rate_at_accuracy_threshold": float((sn >= thr).mean()), "calibrated_fpr": cfpr}
+
+        # ---- power: 20 members vs the reference
+        ref_feats = compute_features(sorted((EX / "reference").glob("*.png")), enc, cal.views, seed=0, num_workers=0).features
+        sr = ac.attack.score(ref_feats)
+        draws = [S.rank_test(sm[rng.choice(len(sm), 20, replace=False)], sr).p_value for _ in range(200)]
+        truth = {r[0]: int(r[1]) for r in (l.split(",") for l in (EX / "suspect" / "truth.csv").read_text().splitlines()[1:])}
+        members_in_suspect = sorted(n for n, m in truth.items() if m == 1)[:20]
+        d20 = tmp / "suspect20"
+        d20.mkdir()
+        for n in members_in_suspect:
+            (d20 / n).write_bytes((EX / "suspect" / n).read_bytes())
+        rep = run_scan([d20], ScanOptions(encoder=str(EX / "encoder"), calibration=EX / "calibration", reference=[EX / "reference"],
+                                          use_cache=False, device=a.device, workers=0))
+        res["power"] = {"scan_20_members_p_value": rep["verdict"]["p_value"], "scan_20_members_verdict": rep["verdict"]["label"],
+                        "rank_auc": rep["aggregate"]["rank_test"]["auc"],
+                        "random_draws_of_20_members": {"n": len(draws), "median_p": float(np.median(draws)),
+                                                        "fraction_p_below_1e-3": float((np.array(draws) < 1e-3).mean())}}
+
+        # ---- shift: brightness-shifted and MNIST references against the real suspects
+        ref_imgs = xte[np.array(man["reference_test_idx"])]
+        bright = write(np.clip(ref_imgs.astype(int) + 40, 0, 255).astype(np.uint8), tmp / "ref_bright", "b")
+        mn, _ = mnist_digits()
+        write(mn[:200], tmp / "ref_mnist", "d")
+        shift = {}
+        for name, ref in (("unshifted reference", EX / "reference"), ("brightness +40", tmp / "ref_bright"), ("MNIST digits", tmp / "ref_mnist")):
+            r = run_scan([EX / "suspect"], ScanOptions(encoder=str(EX / "encoder"), calibration=EX / "calibration", reference=[ref],
+                                                      use_cache=False, device=a.device, workers=0))
+            shift[name] = {"verdict": r["verdict"]["label"], "shift_auc": r["aggregate"]["shift_check"]["auc"],
+                           "shift_p": r["aggregate"]["shift_check"]["p_value"], "rank_p": r["aggregate"]["rank_test"]["p_value"]}
+        res["shift"] = shift
+        del bright
+    res["seconds"] = time.time() - t0
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
