@@ -180,7 +180,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
             if power.n_suspects_needed:
                 reason += f" At this effect size about {power.n_suspects_needed} suspect images would be needed for a conclusive audit."
             elif power.note:
-                reason += f" {power.note}"
+                reason += f" Power estimate: {power.note}."
         test, p_value = "rank-test", rank.p_value
     else:
         binom = S.binomial_test(k, n, fpr_for_test)
