@@ -846,7 +846,7 @@ def required_sample_size(
 
     base = dict(auc=a, alpha=al, power=pw)
     if a <= 0.5:
-        return PowerEstimate(n_suspects_needed=None, n_reference=m, note="no effect", **base)
+        return PowerEstimate(n_suspects_needed=None, n_reference=m, note="no effect to detect (suspects do not score above the reference, AUC <= 0.5)", **base)
     z = float(_sps.norm.ppf(1 - al) + _sps.norm.ppf(pw))
     k = z * z / (12.0 * (a - 0.5) ** 2)
     if m is not None:

@@ -395,7 +395,7 @@ def test_required_sample_size_formula_and_simulated_power():
 
 def test_required_sample_size_no_effect_and_unreachable():
     r = S.required_sample_size(0.5)
-    assert r.n_suspects_needed is None and r.note == "no effect"
+    assert r.n_suspects_needed is None and r.note.startswith("no effect")
     r = S.required_sample_size(0.55, reference_size=100)
     assert r.n_suspects_needed is None and "unreachable" in r.note
     assert S.required_sample_size(0.55, reference_size=300).n_suspects_needed is not None

@@ -109,7 +109,11 @@ class Encoder:
 
 def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Eval mode, no gradients, on the device (channels_last on GPU)."""
-    module.eval().requires_grad_(False).to(device)
+    module.eval()
+    # Per parameter: ScriptModule (the TorchScript backend) does not support ``requires_grad_``.
+    for p in module.parameters():
+        p.requires_grad_(False)
+    module.to(device)
     if device.type == "cuda":
         module.to(memory_format=torch.channels_last)
     return module

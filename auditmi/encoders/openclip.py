@@ -9,8 +9,13 @@ open_clip gets them (Hugging Face hub or the original URLs, checksummed by open_
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import torch
 
@@ -19,12 +24,71 @@ from auditmi.errors import EncoderUnavailableError
 
 RANDOM_TAG = "random"
 
+#: Seconds to wait for a TCP connection to the weights host before treating the machine as
+#: offline. Without this probe, huggingface_hub retries each candidate file with back-off and an
+#: offline ``clip-vit-b32`` took about a minute to fail.
+PROBE_TIMEOUT_S = 3.0
+
 OFFLINE_HELP = (
     "If this machine is offline, fetch the weights once on a connected machine "
     "(python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{tag}')\"), then either "
     "copy its Hugging Face cache (the folder HF_HOME points to, default ~/.cache/huggingface) to this machine "
-    "and set HF_HUB_OFFLINE=1, or pass the weights file directly: --encoder open_clip:{model}@/path/to/open_clip_model.safetensors"
+    "and set HF_HUB_OFFLINE=1, or pass the weights file directly: --encoder open_clip:{path_model}@/path/to/open_clip_model.safetensors"
 )
+
+
+def _offline_help(oc: Any, model: str, tag: str, tag_cfg: dict[str, Any]) -> str:
+    # A weights file carries no activation setting: OpenAI-trained towers need the -quickgelu
+    # model definition, or they load silently with nn.GELU and give wrong features.
+    path_model = model
+    if tag_cfg.get("quick_gelu") and not model.endswith("-quickgelu") and f"{model}-quickgelu" in oc.list_models():
+        path_model = f"{model}-quickgelu"
+    return OFFLINE_HELP.format(model=model, tag=tag, path_model=path_model)
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _download_endpoint(oc: Any, tag_cfg: dict[str, Any]) -> tuple[str, str]:
+    """(kind, URL) open_clip will download a tag's weights from: kind is ``hf_hub``, ``url`` or ``""``."""
+    if tag_cfg.get("file"):
+        return "", ""
+    if tag_cfg.get("hf_hub") and oc.pretrained.has_hf_hub():
+        from huggingface_hub import constants
+
+        return "hf_hub", str(constants.ENDPOINT)
+    if tag_cfg.get("url"):
+        return "url", str(tag_cfg["url"])
+    return "", ""
+
+
+def _probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to ``url``'s host (or the configured proxy) opens, else why not."""
+    u = urlparse(url)
+    host, port = u.hostname or "", u.port or (443 if u.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(u.scheme or "https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        pu = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = pu.hostname or host, pu.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({type(e).__name__}: {e})"
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """huggingface_hub offline mode for one call: cached weights load, missing ones fail at once."""
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
 
 
 def _import() -> Any:
@@ -59,11 +123,12 @@ def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Enc
             + ", ".join(m for m in oc.list_models() if m.startswith(("ViT-B", "ViT-L", "RN")))[:600]
         )
     is_path = tag != RANDOM_TAG and (Path(tag).expanduser().exists() or "/" in tag or tag.endswith((".safetensors", ".bin", ".pt", ".pth")))
+    weights_file: Path | None = None
     if is_path:
-        p = Path(tag).expanduser()
-        if not p.is_file():
-            raise EncoderUnavailableError(f"weights file {p} does not exist (from --encoder {spec}).")
-        pretrained: str | None = str(p)
+        weights_file = Path(tag).expanduser()
+        if not weights_file.is_file():
+            raise EncoderUnavailableError(f"weights file {weights_file} does not exist (from --encoder {spec}).")
+        pretrained: str | None = str(weights_file)
     elif tag == RANDOM_TAG:
         pretrained = None
     else:
@@ -74,6 +139,19 @@ def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Enc
                 f"(or use open_clip:{model}@/path/to/weights, or @random for an untrained model)."
             )
         pretrained = tag
+    tag_cfg: dict[str, Any] = oc.get_pretrained_cfg(model, tag) if (pretrained is not None and not is_path) else {}
+    offline: str | None = None
+    if tag_cfg:
+        kind, endpoint = _download_endpoint(oc, tag_cfg)
+        if kind:
+            offline = "HF_HUB_OFFLINE is set" if _env_offline() else _probe(endpoint)
+        if offline and kind == "url":
+            cached = Path("~/.cache/clip").expanduser() / os.path.basename(urlparse(endpoint).path)
+            if not cached.is_file():  # open_clip's urlopen has no timeout: do not let it hang
+                raise EncoderUnavailableError(
+                    f"cannot load open_clip {model} weights {tag!r}: offline ({offline}) and the weights are not in "
+                    f"the local cache ({cached}). " + _offline_help(oc, model, tag, tag_cfg)
+                )
     try:
         if pretrained is None:
             # Seeded so that @random names one fixed set of weights (tests, benchmarks, cache keys).
@@ -81,21 +159,33 @@ def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Enc
                 torch.manual_seed(0)
                 clip = oc.create_model(model, pretrained=None)
         else:
-            clip = oc.create_model(model, pretrained=pretrained, weights_only=True)
+            # open_clip >= 3 no longer forces QuickGELU for OpenAI weights (it only warns): apply the
+            # activation the tag was trained with, or the features are those of a different network.
+            quick = bool(tag_cfg.get("quick_gelu", False))
+            ctx = _hub_offline() if offline else contextlib.nullcontext()
+            with ctx:
+                clip = oc.create_model(model, pretrained=pretrained, weights_only=True, force_quick_gelu=quick)
     except Exception as e:  # network errors, checksum errors, bad files: all mean "unavailable"
         msg = f"cannot load open_clip {model} weights {tag!r}: {type(e).__name__}: {str(e)[:400]}."
+        if offline:
+            msg = (
+                f"cannot load open_clip {model} weights {tag!r}: offline ({offline}) and they could not be loaded "
+                f"from the local cache ({type(e).__name__}: {str(e)[:200]})."
+            )
         if not is_path and pretrained is not None:
-            msg += " " + OFFLINE_HELP.format(model=model, tag=tag)
+            msg += " " + _offline_help(oc, model, tag, tag_cfg)
         raise EncoderUnavailableError(msg) from e
     visual = clip.visual
     pcfg = oc.get_model_preprocess_cfg(clip)
     size = pcfg.get("size", 224)
     size = int(size if isinstance(size, int) else size[0])
-    # The text tower is never used: drop it to save memory.
-    prepare_module(clip, device)
-    if is_path:
-        identity = f"open_clip:{model}@sha256:{sha256_file(tag)}"
-        source = str(Path(tag).resolve())
+    # Only the image tower is used: the text tower is released with ``clip`` (and never moved to
+    # the GPU). ``visual(x)`` is what ``clip.encode_image(x)`` computes without normalisation.
+    prepare_module(visual, device)
+    del clip
+    if weights_file is not None:
+        identity = f"open_clip:{model}@sha256:{sha256_file(weights_file)}"
+        source = str(weights_file.resolve())
     elif pretrained is None:
         identity = f"open_clip:{model}@random:sha256:{sha256_state_dict(visual)}"
         source = "random initialisation (seed 0): NOT a pretrained model"
@@ -105,7 +195,7 @@ def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Enc
     return Encoder(
         spec=spec,
         backend="open_clip",
-        forward=clip.encode_image,
+        forward=visual,
         input_size=size,
         mean=tuple(pcfg.get("mean", oc.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]
         std=tuple(pcfg.get("std", oc.OPENAI_DATASET_STD)),  # type: ignore[arg-type]
