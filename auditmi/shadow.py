@@ -97,6 +97,14 @@ class ImageBank:
         if n < 2:
             raise InputError(f"contrastive pre-training needs at least 2 images (got {n}).")
 
+    def digest(self) -> str:
+        """Content hash of the training images (a run is only reused or resumed on the same data)."""
+        h = hashlib.sha256()
+        for t in [self.stacked] if self.stacked is not None else self.items:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def __len__(self) -> int:
         return int(self.stacked.shape[0]) if self.stacked is not None else len(self.items)
 
@@ -109,7 +117,7 @@ class ImageBank:
         return pad_batch([self.items[int(i)] for i in idx])
 
 
-def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, cfg: TrainConfig, gen: torch.Generator, history: list) -> None:
+def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, cfg: TrainConfig, gen: torch.Generator, history: list, data_digest: str) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -126,6 +134,7 @@ def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: 
     meta = {
         "epoch": epoch,
         "config_digest": cfg.digest(),
+        "data_digest": data_digest,
         "param_groups": sd["param_groups"],
         "opt_scalars": scalars,
         "scheduler": sched.state_dict(),
@@ -142,7 +151,7 @@ def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: 
     os.replace(tmp, path / "train_state.json")
 
 
-def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, gen: torch.Generator) -> tuple[int, list]:
+def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, gen: torch.Generator, data_digest: str) -> tuple[int, list]:
     """Restore a run from ``path``; returns (epochs done, history) or (0, []) if nothing to resume."""
     from safetensors.torch import load_file
 
@@ -156,6 +165,10 @@ def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.opt
         raise InputError(
             f"{path} holds a training run with a different configuration; use another output folder "
             "or delete it to start over."
+        )
+    if meta.get("data_digest", data_digest) != data_digest:
+        raise InputError(
+            f"{path} holds a training run on different images; use another output folder or delete it to start over."
         )
     saved, _ = load_backbone(path / "last")
     backbone.load_state_dict(saved.state_dict())
@@ -199,13 +212,18 @@ def train_encoder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     final = out / "final"
+    bank = ImageBank(images)
+    data_digest = bank.digest()
     if is_checkpoint_dir(final):
-        meta = json.loads((final / "encoder.json").read_text())
-        if meta.get("training", {}).get("config_digest") == cfg.digest():
+        tmeta = json.loads((final / "encoder.json").read_text()).get("training", {})
+        if tmeta.get("config_digest") == cfg.digest() and tmeta.get("data_digest", data_digest) == data_digest:
             return final
+        raise InputError(
+            f"{out} already holds a finished encoder trained with a different configuration or on different images; use another output folder "
+            "or delete it to start over."
+        )
     dev = torch.device(device)
     vcfg = view_cfg or ViewConfig()
-    bank = ImageBank(images)
     n = len(bank)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)  # drop_last, as SimCLR does: every batch has bs negatives
@@ -226,7 +244,7 @@ def train_encoder(
     else:
         raise InputError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adam.")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    start_epoch, history = _load_state(out, backbone, head, opt, sched, cfg, gen)
+    start_epoch, history = _load_state(out, backbone, head, opt, sched, cfg, gen, data_digest)
 
     use_amp = cfg.amp and dev.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -242,7 +260,7 @@ def train_encoder(
             cfg.image_size,
             DEFAULT_MEAN,
             DEFAULT_STD,
-            extra={"training": {"recipe": "simclr", "config": cfg.to_dict(), "config_digest": cfg.digest(), "epochs_done": epoch, "last_loss": loss, "n_images": n, "views": vcfg.to_dict(), **(extra_meta or {})}},
+            extra={"training": {"recipe": "simclr", "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_digest": data_digest, "epochs_done": epoch, "last_loss": loss, "n_images": n, "views": vcfg.to_dict(), **(extra_meta or {})}},
         )
 
     backbone.train()
@@ -288,7 +306,7 @@ def train_encoder(
         if done % cfg.checkpoint_every == 0 or done == cfg.epochs:
             backbone.eval()
             ckpt("last", done, history[-1]["loss"])
-            _save_state(out, head, opt, sched, done, cfg, gen, history)
+            _save_state(out, head, opt, sched, done, cfg, gen, history, data_digest)
             backbone.train()
     backbone.eval()
     ckpt("final", cfg.epochs, history[-1]["loss"] if history else loss_v)

@@ -64,15 +64,16 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
         rest = s[len("open_clip:") :]
         model, _, tag = rest.partition("@")
         return "open_clip", model, tag or "openai"
+    # Paths are returned with ``~`` expanded: the loaders do not expand it themselves.
     if s.startswith("local:"):
-        return "local", s[len("local:") :], ""
+        return "local", str(Path(s[len("local:") :]).expanduser()), ""
     if s.startswith("torchscript:"):
-        return "torchscript", s[len("torchscript:") :], ""
+        return "torchscript", str(Path(s[len("torchscript:") :]).expanduser()), ""
     p = Path(s).expanduser()
     if p.is_dir():
-        return "local", s, ""
+        return "local", str(p), ""
     if p.is_file() and p.suffix.lower() in _TORCHSCRIPT_SUFFIXES:
-        return "torchscript", s, ""
+        return "torchscript", str(p), ""
     valid = ", ".join(ALIASES)
     raise EncoderUnavailableError(
         f"unknown encoder {spec!r}. Use an alias ({valid}), open_clip:MODEL@TAG, open_clip:MODEL@/path/to/weights, "
