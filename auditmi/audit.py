@@ -75,9 +75,11 @@ def environment() -> dict[str, Any]:
     env = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
            "numpy": np.__version__, "auditmi": __version__, "cuda": torch.version.cuda if torch.cuda.is_available() else None}
     try:
-        import open_clip
+        # The installed distribution's version, without importing open_clip (about a second of
+        # start-up, plus timm) for audits of local or TorchScript encoders that never use it.
+        from importlib.metadata import version
 
-        env["open_clip"] = open_clip.__version__
+        env["open_clip"] = version("open_clip_torch")
     except Exception:  # pragma: no cover
         pass
     return env
@@ -341,6 +343,11 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
                        "skipped_members": [{"path": str(s.path), "reason": s.reason} for s in skipped]}
     mf = _features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members")
     nf = _features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members")
+    if shadow_meta.get("trained_by_auditmi"):
+        # Record only images that were actually used: the split hashes raw bytes, so an unreadable
+        # file (listed under "skipped") would otherwise appear as a shadow member or non-member.
+        shadow_meta["member_sha256"] = sorted({r.sha256 for r in mf.rows})
+        shadow_meta["non_member_sha256"] = sorted({r.sha256 for r in nf.rows})
     cal = fit_calibration(mf.features, nf.features, cfg, kinds=opts.attacks, seed=opts.seed, heldout_fraction=opts.heldout_fraction,
                           attack_options=opts.attack_options,
                           meta={"shadow": shadow_meta, "command": command, "environment": environment(),

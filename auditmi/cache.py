@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from auditmi.errors import InputError
+
 CACHE_FORMAT = "auditmi-feature-cache-v1"
 COMPACT_AT = 64  # merge shards into one once there are this many
 
@@ -42,10 +44,16 @@ class FeatureCache:
         self.key = key
         self.digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
         self.dir = Path(root) / "features" / self.digest
-        self.dir.mkdir(parents=True, exist_ok=True)
-        kp = self.dir / "key.json"
-        if not kp.exists():
-            self._atomic_write_text(kp, json.dumps(json.loads(blob), indent=2))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            kp = self.dir / "key.json"
+            if not kp.exists():
+                self._atomic_write_text(kp, json.dumps(json.loads(blob), indent=2))
+        except OSError as e:  # a user's --cache / $AUDITMI_CACHE_DIR problem, not a bug: say so
+            raise InputError(
+                f"cannot use {root} as the feature cache folder ({e.strerror or e}); "
+                "pass --cache with a writable folder, or --no-cache."
+            ) from e
 
     def _atomic_write_text(self, path: Path, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
@@ -67,20 +75,49 @@ class FeatureCache:
                     shas, feats, stats = z["sha256"], z["features"], z["stats"]
             except Exception:  # unreadable shard (disk error, foreign file): ignore it, recompute
                 continue
+            if not self._fits(shas, feats, stats):  # readable but not ours: ignore it, recompute
+                continue
             for s, f, st in zip(shas, feats, stats):
                 out[str(s)] = (f, st)
         if len(shards) >= COMPACT_AT and out:
             self._compact(out, shards)
         return out
 
+    def _fits(self, shas: np.ndarray, feats: np.ndarray, stats: np.ndarray) -> bool:
+        """Whether a shard's arrays have the shapes this key implies.
+
+        A shard that loads but does not fit (another tool's file, a bug in an older writer)
+        would otherwise crash the scan when its rows are stacked with freshly computed ones.
+        """
+        if shas.ndim != 1 or feats.ndim != 2 or stats.ndim != 2 or not len(shas) == len(feats) == len(stats):
+            return False
+        if feats.dtype.kind != "f" or stats.dtype.kind != "f":
+            return False
+        fcfg, stat_names = self.key.get("features"), self.key.get("stats")
+        if isinstance(fcfg, dict) and isinstance(fcfg.get("n_features"), int) and feats.shape[1] != fcfg["n_features"]:
+            return False
+        return not (isinstance(stat_names, (list, tuple)) and stats.shape[1] != len(stat_names))
+
     def put(self, shas: list[str], features: np.ndarray, stats: np.ndarray) -> None:
         """Append entries as one new shard, atomically."""
         if not shas:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, sha256=np.array(shas, dtype="U64"), features=features.astype(np.float32), stats=stats.astype(np.float32))
-        os.replace(tmp, self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz")
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".npz")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, sha256=np.array(shas, dtype="U64"), features=features.astype(np.float32), stats=stats.astype(np.float32))
+            os.replace(tmp, self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz")
+        except OSError as e:  # e.g. disk full: completed shards stay valid; say what to do
+            if tmp is not None and os.path.exists(tmp):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            raise InputError(
+                f"cannot write to the feature cache {self.dir} ({e.strerror or e}); free some space, "
+                "pass --cache with another folder, or --no-cache. Re-running resumes from the cached part."
+            ) from e
 
     def _compact(self, entries: dict[str, tuple[np.ndarray, np.ndarray]], old: list[Path]) -> None:
         shas = list(entries)

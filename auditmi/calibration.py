@@ -224,7 +224,8 @@ def load_calibration(path: str | Path) -> Calibration:
     ap = root / ARRAYS_NAME
     if not ap.is_file():
         raise CalibrationError(f"{ap} is missing: the bundle is incomplete; re-copy the whole folder.")
-    expected = meta.get("files", {}).get(ARRAYS_NAME)
+    files = meta.get("files")
+    expected = files.get(ARRAYS_NAME) if isinstance(files, dict) else None
     actual = sha256_file(ap)
     if expected != actual:
         raise CalibrationError(
@@ -249,7 +250,9 @@ def load_calibration(path: str | Path) -> Calibration:
                                               arrays[f"{kind}.heldout.scores"], arrays[f"{kind}.heldout.labels"])
     except CalibrationError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
+        # An edited calibration.json (it is not hash-pinned, only the arrays are) is a bundle problem
+        # (exit 3), not a crash, and not a usage error: e.g. n_views < 2 would otherwise blame --views.
         raise CalibrationError(f"{p} is malformed ({type(e).__name__}: {e}); re-run `auditmi calibrate`.") from e
     if not attacks:
         raise CalibrationError(f"{mp} holds no classifier.")

@@ -161,11 +161,13 @@ def compute_features(
     t_start = time.perf_counter()
     paths = list(paths)
     n_views = view_cfg.n_views
-    bs = batch_size or default_batch_size(encoder)
+    bs = default_batch_size(encoder) if batch_size is None else batch_size  # not `or`: 0 must be refused, not replaced
     if bs < 1:
         raise InputError(f"--batch-size must be positive (got {bs}).")
-    cached = cache.load() if cache is not None else {}
     workers = default_workers() if num_workers is None else num_workers
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more (got {workers}).")
+    cached = cache.load() if cache is not None else {}
     if len(paths) < 64:
         workers = min(workers, 1)
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)

@@ -52,10 +52,10 @@ def run_cli(*args: Any, cache_dir: Path | None = None, cwd: Path | None = None, 
     return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(cache_dir), cwd=cwd, timeout=timeout)
 
 
-def popen_cli(*args: Any, cache_dir: Path | None = None) -> subprocess.Popen:
+def popen_cli(*args: Any, cache_dir: Path | None = None, stdout: Any = subprocess.PIPE, stderr: Any = subprocess.PIPE) -> subprocess.Popen:
     """Start ``python -m auditmi ARGS`` without waiting (for concurrent runs and kill tests)."""
     cmd = [sys.executable, "-m", "auditmi", *[str(a) for a in args]]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(cache_dir))
+    return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True, env=cli_env(cache_dir))
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -111,7 +111,7 @@ class Calibrated:
     """The shared bundle built by ``auditmi calibrate`` and what it was built from."""
 
     root: Path
-    shadow_dir: Path
+    shadow_dir: Path  # N_SHADOW good images and two unreadable files (names starting with "zz-")
     bundle: Path
     encoder: Path  # the shadow encoder's final/ checkpoint: a real, local encoder to scan with
     summary: dict[str, Any]
@@ -130,6 +130,9 @@ def build_calibrated(tmp_path_factory: pytest.TempPathFactory) -> Calibrated:
     root = tmp_path_factory.mktemp("calibrated")
     shadow = root / "shadow"
     make_noise_images(shadow, N_SHADOW, seed=0, prefix="shadow")
+    # Real photo folders contain unreadable files: calibrate must skip them, not count them.
+    (shadow / "zz-empty.png").write_bytes(b"")
+    (shadow / "zz-truncated.png").write_bytes((shadow / "shadow0000.png").read_bytes()[:120])
     bundle = root / "bundle"
     t0 = time.perf_counter()
     proc = run_cli("calibrate", "--shadow-data", shadow, "--out", bundle, *CALIBRATE_ARGS, "--json", "-", cache_dir=root / "cache")
@@ -155,3 +158,22 @@ def copy_bundle(cal: Calibrated, dest: Path) -> Path:
 def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Calibrated:
     """The shared calibration bundle (built once per session, see :func:`build_calibrated`)."""
     return build_calibrated(tmp_path_factory)
+
+
+def invoke_in_process(*args: Any, cache_dir: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the Typer app in this process (same error mapping, no interpreter start-up).
+
+    Used for the many user-error cases, where a fresh interpreter per case would cost most of
+    the suite's time; a representative case of each exit code also runs through
+    :func:`run_cli` (a real process) in test_cli.py.
+    """
+    from typer.testing import CliRunner
+
+    from auditmi.cli.main import _register, app
+
+    _register()
+    env = {"AUDITMI_CACHE_DIR": str(cache_dir)} if cache_dir is not None else None
+    res = CliRunner().invoke(app, [str(a) for a in args], env=env)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return subprocess.CompletedProcess(["auditmi", *map(str, args)], res.exit_code, res.stdout, res.stderr)

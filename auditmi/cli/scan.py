@@ -151,7 +151,7 @@ def scan(
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     from auditmi.audit import ScanOptions, run_scan
-    from auditmi.report import validate_report, write_html, write_json
+    from auditmi.report import InvalidReportError, validate_report, write_html, write_json
 
     opts = ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                        seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
@@ -161,7 +161,12 @@ def scan(
         report = run_scan(images, opts, progress=cb, command=command_line())
     if tr is not None:
         report["truth"] = truth_summary(report, tr)
-    validate_report(report)
+    try:
+        validate_report(report)
+    except InvalidReportError as e:
+        # The report was built by auditmi itself: a schema mismatch is a bug (exit 1), not bad user
+        # input (InvalidReportError is an InputError, exit 2, for report files a user passes in).
+        raise RuntimeError(f"auditmi built a scan report that does not match its own schema: {e}") from e
     if json_out:
         write_json(report, json_out)
     if html:

@@ -1,0 +1,196 @@
+"""Calibration bundles (auditmi.calibration): save/load round trip, tamper evidence, thresholds.
+
+Fitted on synthetic shadow features (no encoder needed), so these run in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditmi.calibration import (
+    ARRAYS_NAME,
+    META_NAME,
+    Calibration,
+    fit_calibration,
+    load_calibration,
+    save_calibration,
+)
+from auditmi.errors import EXIT_CALIBRATION, CalibrationError
+from auditmi.views import ViewConfig
+
+VIEWS = 4
+NF = VIEWS * (VIEWS - 1) // 2
+
+
+def _features(n: int, mean: float, sd: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(mean, sd, (n, NF)), -1, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Calibration:
+    """T, V and S fitted on overlapping member / non-member similarity distributions."""
+    members = _features(120, 0.80, 0.10, seed=1)
+    non_members = _features(120, 0.70, 0.12, seed=2)
+    return fit_calibration(members, non_members, ViewConfig(n_views=VIEWS), kinds=("T", "V", "S"), seed=0,
+                           attack_options={"V": {"epochs": 8}, "S": {"epochs": 4}}, meta={"note": "synthetic"})
+
+
+@pytest.fixture
+def bundle(fitted: Calibration, tmp_path: Path) -> Path:
+    return save_calibration(fitted, tmp_path / "bundle")
+
+
+@pytest.fixture(scope="module")
+def probe() -> np.ndarray:
+    return np.concatenate([_features(30, 0.8, 0.1, seed=3), _features(30, 0.7, 0.12, seed=4)])
+
+
+def test_bundle_files_and_metadata(bundle: Path, fitted: Calibration) -> None:
+    assert (bundle / META_NAME).is_file() and (bundle / ARRAYS_NAME).is_file()
+    meta = json.loads((bundle / META_NAME).read_text())
+    assert meta["schema_version"] == 1 and meta["format"] == "auditmi-calibration"
+    assert meta["views"]["n_views"] == VIEWS and meta["features"]["n_features"] == NF
+    assert meta["default_attack"] == fitted.default_attack
+    assert meta["note"] == "synthetic"
+    for kind in "TVS":
+        m = meta["attacks"][kind]["heldout_metrics"]
+        for key in ("accuracy", "precision", "recall", "roc_auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"):
+            assert key in m
+    # No pickle anywhere in a bundle.
+    assert sorted(p.name for p in bundle.iterdir()) == [ARRAYS_NAME, META_NAME]
+
+
+def test_round_trip_gives_identical_scores_for_each_attack(bundle: Path, fitted: Calibration, probe: np.ndarray) -> None:
+    loaded = load_calibration(bundle)
+    assert loaded.default_attack == fitted.default_attack
+    assert loaded.views == fitted.views
+    assert set(loaded.attacks) == {"T", "V", "S"}
+    for kind, ac in fitted.attacks.items():
+        lc = loaded.attacks[kind]
+        assert np.array_equal(lc.attack.score(probe), ac.attack.score(probe)), kind
+        assert np.array_equal(lc.attack.member_probability(probe), ac.attack.member_probability(probe)), kind
+        assert lc.thresholds == ac.thresholds
+        assert np.array_equal(lc.heldout_scores, ac.heldout_scores) and np.array_equal(lc.heldout_labels, ac.heldout_labels)
+        assert lc.metrics["roc_auc"] == ac.metrics["roc_auc"]
+    assert loaded.sha256 and loaded.path == bundle
+
+
+def test_save_is_deterministic(fitted: Calibration, tmp_path: Path) -> None:
+    """The same fitted calibration writes byte-identical arrays (the JSON differs only in 'created')."""
+    a = save_calibration(fitted, tmp_path / "a")
+    b = save_calibration(fitted, tmp_path / "b")
+    assert (a / ARRAYS_NAME).read_bytes() == (b / ARRAYS_NAME).read_bytes()
+
+
+@pytest.mark.parametrize("fpr", [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001])
+def test_threshold_at_fpr_keeps_heldout_fpr_at_or_below_target(fitted: Calibration, bundle: Path, fpr: float) -> None:
+    for cal in (fitted, load_calibration(bundle)):
+        for kind, ac in cal.attacks.items():
+            thr = ac.threshold_at(fpr)
+            neg = ac.heldout_scores[ac.heldout_labels == 0]
+            achieved = float((neg >= thr).mean())
+            assert achieved <= fpr, (kind, fpr, achieved)
+            tpr, fpr_reported = ac.tpr_fpr_at(thr)
+            assert fpr_reported == achieved and 0.0 <= tpr <= 1.0
+            # And it is not needlessly strict: one step lower would exceed the target (or flag a tie).
+            if fpr >= 1 / len(neg):
+                lower = neg[neg < thr]
+                if lower.size:
+                    assert float((neg >= lower.max()).mean()) > fpr or math.isclose(lower.max(), thr)
+
+
+def test_stored_fpr_thresholds_match_threshold_at(fitted: Calibration) -> None:
+    for ac in fitted.attacks.values():
+        assert ac.thresholds["fpr=0.01"] == ac.threshold_at(0.01)
+        assert ac.thresholds["fpr=0.001"] == ac.threshold_at(0.001)
+
+
+# --------------------------------------------------------------------------------- refusals
+
+
+def _refused(path: Path, *needles: str) -> CalibrationError:
+    with pytest.raises(CalibrationError) as ei:
+        load_calibration(path)
+    msg = str(ei.value)
+    for n in needles:
+        assert n in msg, msg
+    assert ei.value.exit_code == EXIT_CALIBRATION
+    return ei.value
+
+
+def test_missing_folder_is_refused(tmp_path: Path) -> None:
+    _refused(tmp_path / "nowhere", "not a calibration bundle", "auditmi calibrate")
+
+
+def test_flipped_byte_in_arrays_is_refused(bundle: Path) -> None:
+    p = bundle / ARRAYS_NAME
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0x01
+    p.write_bytes(bytes(data))
+    _refused(bundle, "sha256", "modified or corrupted")
+
+
+def test_missing_arrays_file_is_refused(bundle: Path) -> None:
+    (bundle / ARRAYS_NAME).unlink()
+    _refused(bundle, ARRAYS_NAME, "missing")
+
+
+def test_other_schema_version_is_refused(bundle: Path) -> None:
+    meta = json.loads((bundle / META_NAME).read_text())
+    meta["schema_version"] = 2
+    (bundle / META_NAME).write_text(json.dumps(meta))
+    _refused(bundle, "schema_version 2", "reads version 1")
+
+
+def test_corrupt_json_is_refused(bundle: Path) -> None:
+    (bundle / META_NAME).write_text('{"format": "auditmi-calibration", ')
+    _refused(bundle, "cannot read", "corrupt")
+
+
+def test_foreign_json_is_refused(bundle: Path) -> None:
+    (bundle / META_NAME).write_text(json.dumps({"format": "something-else"}))
+    _refused(bundle, "not an auditmi calibration")
+
+
+def test_json_not_an_object_is_refused(bundle: Path) -> None:
+    (bundle / META_NAME).write_text("[1, 2, 3]")
+    _refused(bundle, "not an auditmi calibration")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["attacks"]["T"].pop("params"),
+        lambda m: m["attacks"]["T"].pop("thresholds"),
+        lambda m: m.pop("views"),
+        lambda m: m.__setitem__("attacks", {"X": {}}),
+        lambda m: m.__setitem__("attacks", []),
+        lambda m: m.__setitem__("attacks", {}),
+        lambda m: m.__setitem__("files", "arrays.safetensors"),
+        lambda m: m["views"].__setitem__("n_views", 1),
+        lambda m: m["attacks"]["V"]["params"].__setitem__("n_features", 7),
+    ],
+    ids=["no-params", "no-thresholds", "no-views", "unknown-attack", "attacks-list", "no-attacks", "files-string",
+         "one-view", "wrong-n-features"],
+)
+def test_edited_json_is_refused_with_a_calibration_error(bundle: Path, edit) -> None:
+    """A hand-edited calibration.json is a CalibrationError (exit 3), never a crash (exit 1)."""
+    meta = json.loads((bundle / META_NAME).read_text())
+    edit(meta)
+    (bundle / META_NAME).write_text(json.dumps(meta))
+    with pytest.raises(CalibrationError):
+        load_calibration(bundle)
+
+
+def test_scan_views_must_match(fitted: Calibration) -> None:
+    fitted.check_views(ViewConfig(n_views=VIEWS))  # same: accepted
+    with pytest.raises(CalibrationError, match="n_views: 4 vs 10"):
+        fitted.check_views(ViewConfig(n_views=10))
+    with pytest.raises(CalibrationError, match="gray_p"):
+        fitted.check_views(ViewConfig(n_views=VIEWS, gray_p=0.0))
