@@ -61,6 +61,16 @@ class FeatureCache:
             f.write(text)
         os.replace(tmp, path)
 
+    def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
+        """Delete temp files left by killed writers (old enough that no live scan still writes them)."""
+        now = time.time()
+        for p in self.dir.glob("tmp-*"):
+            try:
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+            except OSError:
+                pass
+
     def shards(self) -> list[Path]:
         """Complete shards (temporary files of interrupted writes are never listed)."""
         return sorted(self.dir.glob("shard-*.npz"))
@@ -68,6 +78,7 @@ class FeatureCache:
     def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """All cached entries: sha256 -> (features, image statistics)."""
         out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._remove_stale_temporaries()
         shards = self.shards()
         for p in shards:
             try:

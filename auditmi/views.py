@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
-from torchvision.ops import roi_align
 
 from auditmi.errors import InputError
 
@@ -243,6 +242,8 @@ def render_views(
     Returns:
         float32 (K, 3, out_size, out_size) normalised views, on ``images.device``.
     """
+    from torchvision.ops import roi_align  # imported here: it pulls in torch._dynamo (~2 s of CLI start-up)
+
     dev = images.device
     x = images.float()
     if images.dtype == torch.uint8:

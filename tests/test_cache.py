@@ -235,3 +235,21 @@ def test_cache_root_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(InputError, match="--no-cache"):
         FeatureCache(f, KEY)
+
+
+def test_stale_temporaries_of_killed_writers_are_cleaned(tmp_path):
+    import os
+    import time as _time
+
+    from auditmi.cache import FeatureCache
+
+    c = FeatureCache(tmp_path, {"k": 1})
+    old = c.dir / "tmp-old.npz"
+    new = c.dir / "tmp-new.npz"
+    old.write_bytes(b"partial")
+    new.write_bytes(b"partial")
+    past = _time.time() - 2 * 3600
+    os.utime(old, (past, past))
+    assert c.load() == {}
+    assert not old.exists(), "a temp file older than an hour is left behind"
+    assert new.exists(), "a fresh temp file (maybe a live writer's) must not be deleted"

@@ -157,6 +157,9 @@ def scan(
                        seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
                        use_cache=not no_cache, workers=workers)
     tr = read_truth(truth) if truth else None
+    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
+        if not dest.parent.is_dir():
+            raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
     with progress_bar(not quiet) as cb:
         report = run_scan(images, opts, progress=cb, command=command_line())
     if tr is not None:
