@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from auditmi.encoders import Encoder, load_encoder, resolve_device
 from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.images import Skipped, discover, load_many
+from auditmi.images import discover, load_many
 from auditmi.pipeline import FeatureSet, cache_key, compute_features
 from auditmi.report import SCHEMA_VERSION
 from auditmi.shadow import TrainConfig, train_encoder

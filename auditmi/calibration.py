@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from auditmi import __version__
+from auditmi._io import atomic_write, atomic_write_text
 from auditmi import stats as S
 from auditmi.attacks import ATTACKS, Attack, attack_from_state, make_attack
 from auditmi.encoders.base import sha256_file
@@ -146,17 +145,6 @@ def fit_calibration(
     return Calibration(views=views, attacks=out, default_attack=best, meta=m)
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        return _json_safe(v.item())
-    return v
-
 
 def save_calibration(cal: Calibration, path: str | Path) -> Path:
     """Write the bundle folder (arrays first, then the JSON that pins their hash)."""
@@ -175,10 +163,7 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         thr = {k: (v if np.isfinite(v) else None) for k, v in ac.thresholds.items()}
         attacks_meta[kind] = {"name": ac.attack.name, "params": params, "array_names": sorted(arrs), "thresholds": thr,
                               "heldout_metrics": ac.metrics, "roc": ac.roc}
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    save_file(arrays, tmp)
-    os.replace(tmp, out / ARRAYS_NAME)
+    atomic_write(out / ARRAYS_NAME, lambda tmp: save_file(arrays, tmp))
     meta = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -191,10 +176,7 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         "files": {ARRAYS_NAME: sha256_file(out / ARRAYS_NAME)},
         **{k: v for k, v in cal.meta.items() if k not in {"format", "schema_version", "views", "features", "attacks", "files"}},
     }
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_json_safe(meta), f, indent=2)
-    os.replace(tmp, out / META_NAME)
+    atomic_write_text(out / META_NAME, json.dumps(S.jsonable(meta), indent=2))
     cal.path, cal.sha256 = out, sha256_file(out / META_NAME)
     return out
 

@@ -19,8 +19,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from torch import nn
 
 from auditmi import __version__
+from auditmi._io import atomic_write, atomic_write_text
 from auditmi.encoders.local import DEFAULT_MEAN, DEFAULT_STD, is_checkpoint_dir, save_checkpoint
 from auditmi.errors import InputError
 from auditmi.models import ProjectionHead, arch_config, build_backbone
@@ -141,14 +140,8 @@ def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: 
         "history": history,
         "auditmi_version": __version__,
     }
-    fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp)
-    os.replace(tmp, path / "train_state.safetensors")
-    fd, tmp = tempfile.mkstemp(dir=path, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f)
-    os.replace(tmp, path / "train_state.json")
+    atomic_write(path / "train_state.safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(path / "train_state.json", json.dumps(meta))
 
 
 def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, gen: torch.Generator, data_digest: str) -> tuple[int, list]:

@@ -85,6 +85,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+#: Public name of the JSON conversion used by every result's ``to_dict``.
+jsonable = _jsonable
+
+
 class _ToDict:
     """Mixin giving frozen result dataclasses a JSON-able ``to_dict``."""
 

@@ -7,14 +7,13 @@ weights' sha256 is recorded in the JSON and checked on load.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from auditmi import __version__
+from auditmi._io import atomic_write, atomic_write_text
 from auditmi.encoders.base import Encoder, prepare_module, sha256_file
 from auditmi.errors import EncoderUnavailableError
 from auditmi.models import build_backbone
@@ -48,10 +47,7 @@ def save_checkpoint(
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp)
-    os.replace(tmp, out / WEIGHTS_NAME)
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
     cfg = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -65,10 +61,7 @@ def save_checkpoint(
         "weights_sha256": sha256_file(out / WEIGHTS_NAME),
         **(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(cfg, f, indent=2)
-    os.replace(tmp, out / CONFIG_NAME)
+    atomic_write_text(out / CONFIG_NAME, json.dumps(cfg, indent=2))
     return out
 
 
