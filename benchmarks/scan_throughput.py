@@ -44,7 +44,7 @@ def photo_folder(n: int, folder: Path, seed: int = 0) -> list[Path]:
     """n distinct JPEG crops (256-512 px) of scikit-image's bundled real photographs."""
     from skimage import data
 
-    photos = [getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry")]
+    photos = [getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "coins")]
     photos = [p if p.ndim == 3 else np.stack([p] * 3, -1) for p in photos]
     rng = np.random.default_rng(seed)
     paths = []
