@@ -59,8 +59,12 @@ class FeatureSet:
 class _Decode(torch.utils.data.Dataset):
     """Worker-side work: read, hash, decode, downscale, sample view parameters, statistics."""
 
-    def __init__(self, paths: Sequence[Path], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig) -> None:
+    def __init__(self, paths: Sequence[Path], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig,
+                 render: tuple[int, tuple[float, ...], tuple[float, ...]] | None = None) -> None:
         self.paths, self.cached, self.max_side, self.seed, self.cfg = list(paths), cached, max_side, seed, cfg
+        # (input size, mean, std): on a CPU encoder the workers also render the views, so view
+        # rendering overlaps with encoding instead of running between encoder passes.
+        self.render = render
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -77,7 +81,7 @@ class _Decode(torch.utils.data.Dataset):
         except Exception as e:  # a decoder bug must skip one file, never stop the scan
             return {"i": i, "error": f"unexpected error while reading the image ({type(e).__name__}: {e})"}
         h, w = pixels.shape[:2]
-        return {
+        item = {
             "i": i,
             "sha": sha,
             "cached": False,
@@ -86,6 +90,13 @@ class _Decode(torch.utils.data.Dataset):
             "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
             "params": params_for_image(h, w, sha, self.seed, self.cfg),
         }
+        if self.render is not None:
+            params = item["params"]
+            params.source = torch.zeros(params.boxes.shape[0], dtype=torch.long)
+            # Views of an image do not depend on its batch (see views.pad_batch), so rendering it
+            # alone here gives exactly the views the batched path would.
+            item["views"] = render_views(item.pop("pixels")[None], params, *self.render)
+        return item
 
 
 def _identity_collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,6 +122,15 @@ class _Embedder:
     def __init__(self, encoder: Encoder, batch_size: int) -> None:
         self.enc, self.bs = encoder, batch_size
         self.encode_seconds = 0.0
+
+    def encode(self, views: torch.Tensor) -> torch.Tensor:
+        """Embed already-rendered views in chunks of the batch size."""
+        out = []
+        for start in range(0, views.shape[0], self.bs):
+            t0 = time.perf_counter()
+            out.append(self.enc.embed(views[start:start + self.bs]))
+            self.encode_seconds += time.perf_counter() - t0
+        return torch.cat(out)
 
     def __call__(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
         k = params.boxes.shape[0]
@@ -170,7 +190,8 @@ def compute_features(
     cached = cache.load() if cache is not None else {}
     if len(paths) < 64:
         workers = min(workers, 1)
-    ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
+    render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if (encoder.device.type == "cpu" and workers > 0) else None
+    ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg, render)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=None,
@@ -194,11 +215,14 @@ def compute_features(
         nonlocal pending
         if not pending:
             return
-        imgs, _ = pad_batch([it["pixels"] for it in pending])
-        params = ViewParams.cat([it["params"] for it in pending])
-        if encoder.device.type == "cuda":
-            imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
-        emb = embedder(imgs, params).view(len(pending), n_views, -1)
+        if "views" in pending[0]:
+            emb = embedder.encode(torch.cat([it["views"] for it in pending])).view(len(pending), n_views, -1)
+        else:
+            imgs, _ = pad_batch([it["pixels"] for it in pending])
+            params = ViewParams.cat([it["params"] for it in pending])
+            if encoder.device.type == "cuda":
+                imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
+            emb = embedder(imgs, params).view(len(pending), n_views, -1)
         feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
