@@ -63,7 +63,7 @@ def calibrate(
     for k, a in cal.attacks.items():
         m = a.metrics
         star = " (default)" if k == cal.default_attack else ""
-        t.add_row(a.attack.name + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
+        t.add_row(k + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
     out.print(t)
     err.print(f"calibration bundle written to {path}")

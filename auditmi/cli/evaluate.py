@@ -44,6 +44,6 @@ def evaluate(
         t.add_column(col)
     for k, m in rep["metrics"].items():
         cf = m["at_calibrated_fpr"]["0.01"]
-        t.add_row(f"EncoderMI-{k}", fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
+        t.add_row(k, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]), f"{fmt(cf['tpr'])} / {fmt(cf['achieved_fpr'])}")
     out.print(t)
