@@ -73,5 +73,5 @@ def gray_to_rgb_tensor(images: np.ndarray):  # -> torch.Tensor
     """(N, H, W) uint8 grayscale -> (N, 3, H, W) uint8 torch tensor (what PIL's convert('RGB') gives)."""
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True))
     return t[:, None].expand(-1, 3, -1, -1).contiguous()
