@@ -59,12 +59,8 @@ class FeatureSet:
 class _Decode(torch.utils.data.Dataset):
     """Worker-side work: read, hash, decode, downscale, sample view parameters, statistics."""
 
-    def __init__(self, paths: Sequence[Path], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig,
-                 render: tuple[int, tuple[float, ...], tuple[float, ...]] | None = None) -> None:
+    def __init__(self, paths: Sequence[Path], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig) -> None:
         self.paths, self.cached, self.max_side, self.seed, self.cfg = list(paths), cached, max_side, seed, cfg
-        # (input size, mean, std): on a CPU encoder the workers also render the views, so view
-        # rendering overlaps with encoding instead of running between encoder passes.
-        self.render = render
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,17 +86,32 @@ class _Decode(torch.utils.data.Dataset):
             "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
             "params": params_for_image(h, w, sha, self.seed, self.cfg),
         }
-        if self.render is not None:
-            params = item["params"]
-            params.source = torch.zeros(params.boxes.shape[0], dtype=torch.long)
-            # Views of an image do not depend on its batch (see views.pad_batch), so rendering it
-            # alone here gives exactly the views the batched path would.
-            item["views"] = render_views(item.pop("pixels")[None], params, *self.render)
         return item
 
 
-def _identity_collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
+class _RenderCollate:
+    """Worker-side batching: on a CPU encoder, render the views of a chunk of images in one go.
+
+    Views of an image do not depend on the other images of its batch (see views.pad_batch), so
+    rendering a chunk here gives exactly the views the main-process path would; batching the
+    ~20 tensor ops per render amortises their fixed cost over the chunk (it matters for small
+    images, where that cost exceeds the encoder's).
+    """
+
+    def __init__(self, render: tuple[int, tuple[float, ...], tuple[float, ...]] | None) -> None:
+        self.render = render
+
+    def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        todo = [it for it in items if "pixels" in it]
+        if self.render is None or not todo:
+            return items
+        imgs, _ = pad_batch([it["pixels"] for it in todo])
+        views = render_views(imgs, ViewParams.cat([it["params"] for it in todo]), *self.render)
+        k = views.shape[0] // len(todo)
+        for j, it in enumerate(todo):
+            del it["pixels"]
+            it["views"] = views[j * k : (j + 1) * k].clone()
+        return items
 
 
 def default_batch_size(encoder: Encoder) -> int:
@@ -190,16 +201,23 @@ def compute_features(
     cached = cache.load() if cache is not None else {}
     if len(paths) < 64:
         workers = min(workers, 1)
+    # On a CPU encoder the decode workers also render the views, so rendering overlaps with
+    # encoding instead of running between encoder passes; on a GPU it runs batched on the device.
     render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if (encoder.device.type == "cpu" and workers > 0) else None
-    ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg, render)
+    if render is not None:
+        # Import torchvision's roi_align once here: forked workers inherit it instead of each
+        # paying the ~2 s import before their first image.
+        from torchvision.ops import roi_align  # noqa: F401
+    ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
+    chunk = max(1, min(16, bs // n_views))
     loader = torch.utils.data.DataLoader(
         ds,
-        batch_size=None,
+        batch_size=chunk,
         shuffle=False,
         num_workers=workers,
-        collate_fn=None,
-        pin_memory=encoder.device.type == "cuda",
-        prefetch_factor=8 if workers else None,
+        collate_fn=_RenderCollate(render),
+        pin_memory=False,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
     embedder = _Embedder(encoder, bs)
@@ -233,7 +251,7 @@ def compute_features(
         pending = []
 
     in_batch: set[str] = set()
-    for item in loader:
+    for item in (it for chunk_items in loader for it in chunk_items):
         i = item["i"]
         done += 1
         if "error" in item:
