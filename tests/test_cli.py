@@ -500,3 +500,11 @@ def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, monke
 def test_batch_size_0_and_negative_workers_exit_2(error_runs: dict) -> None:
     assert_user_error(error_runs["batch-size-0"], 2, "--batch-size must be positive (got 0)")
     assert_user_error(error_runs["negative-workers"], 2, "--workers must be 0 or more")
+
+
+def test_report_destination_in_a_missing_folder_is_refused_before_scanning(tmp_path: Path) -> None:
+    (tmp_path / "imgs").mkdir()
+    proc = invoke_in_process("scan", tmp_path / "imgs", "--encoder", "x", "--calibration", tmp_path / "nocal",
+                             "--json", tmp_path / "missing" / "r.json", cache_dir=tmp_path / "c")
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "missing" in proc.stderr
