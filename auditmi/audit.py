@@ -33,12 +33,12 @@ from auditmi.encoders import Encoder, load_encoder, resolve_device
 from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.images import discover, load_many
+from auditmi.images import ImageLoadError, discover, read_and_hash
 from auditmi.pipeline import FeatureSet, cache_key, compute_features
 from auditmi.report import SCHEMA_VERSION
-from auditmi.shadow import TrainConfig, train_encoder
+from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 from auditmi.shift import shift_check
-from auditmi.views import ViewConfig, working_side
+from auditmi.views import ViewConfig
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stages are 'suspect', 'reference', 'members', 'non-members', 'train'."""
@@ -84,7 +84,7 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _discover(paths: Sequence[str | Path], what: str) -> list[Path]:
+def discover_images(paths: Sequence[str | Path], what: str) -> list[Path]:
     d = discover(paths)
     if not d.images:
         extra = f" ({len(d.ignored)} files with other extensions were ignored)" if d.ignored else ""
@@ -130,8 +130,8 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
             raise InputError(f"{name} must be between 0 and 1 (got {v}).")
     if opts.fpr is not None and not 0 < opts.fpr < 1:
         raise InputError(f"--fpr must be between 0 and 1 (got {opts.fpr}).")
-    suspects = _discover(images, "suspect")
-    refs = _discover(opts.reference, "reference") if opts.reference else []
+    suspects = discover_images(images, "suspect")
+    refs = discover_images(opts.reference, "reference") if opts.reference else []
     cal = load_calibration(opts.calibration)
     cfg = cal.views if opts.views is None else ViewConfig(n_views=opts.views)
     cal.check_views(cfg)
@@ -291,8 +291,8 @@ def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[
     seen: set[str] = set()
     for p in paths:
         try:
-            h = hashlib.sha256(p.read_bytes()).hexdigest()
-        except OSError:
+            _, h = read_and_hash(p)
+        except ImageLoadError:
             continue
         if h not in seen:  # a duplicate must not land on both sides
             seen.add(h)
@@ -315,27 +315,26 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
         enc = load_encoder(opts.shadow_encoder, opts.device)
-        mem_paths, non_paths = _discover(opts.members, "member"), _discover(opts.non_members, "non-member")
+        mem_paths, non_paths = discover_images(opts.members, "member"), discover_images(opts.non_members, "non-member")
         shadow_meta = {"trained_by_auditmi": False, "encoder": enc.describe()}
     else:
         if not opts.shadow_data:
             raise InputError("give --shadow-data DIR (public images to pre-train a shadow encoder on) or --shadow-encoder SPEC with --members/--non-members.")
-        allp = _discover(opts.shadow_data, "shadow-data")
+        allp = discover_images(opts.shadow_data, "shadow-data")
         mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed)
         if len(mem_paths) < 8 or len(non_paths) < 8:
             raise InputError(f"calibration needs at least 16 distinct shadow images (found {len(mem_paths) + len(non_paths)}).")
-        loaded, skipped = load_many(mem_paths, max_side=working_side(opts.image_size, cfg))
-        if len(loaded) < 8:
-            raise InputError(f"only {len(loaded)} shadow member images could be read; need at least 8.")
-        tensors = [torch.from_numpy(li.pixels).permute(2, 0, 1).contiguous() for li in loaded]
+        tensors, shas, skipped = load_training_images(mem_paths, opts.image_size, cfg)
+        if len(tensors) < 8:
+            raise InputError(f"only {len(tensors)} shadow member images could be read; need at least 8.")
         tcfg = TrainConfig(arch=opts.arch, image_size=opts.image_size, epochs=opts.epochs, batch_size=opts.batch_size, seed=opts.seed,
                            optimizer=opts.optimizer, lr=opts.lr, temperature=opts.temperature, checkpoint_every=max(1, min(10, opts.epochs)))
-        data_digest = hashlib.sha256("".join(sorted(li.sha256 for li in loaded)).encode()).hexdigest()[:16]
+        data_digest = hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()[:16]
         run_dir = out / "shadow-encoder" / f"{tcfg.digest()}-{data_digest}"
         dev = resolve_device(opts.device)
         cb = (lambda s, t, d: progress("train", s, t)) if progress else None
         final = train_encoder(tensors, run_dir, tcfg, device=dev, view_cfg=cfg, progress=cb,
-                              extra_meta={"member_sha256": sorted(li.sha256 for li in loaded)})
+                              extra_meta={"member_sha256": sorted(shas)})
         enc = load_local(final, dev, spec=str(final))
         shadow_meta = {"trained_by_auditmi": True, "encoder": enc.describe(), "training": tcfg.to_dict(), "checkpoint": str(final),
                        "member_sha256": mem_h, "non_member_sha256": non_h,
@@ -365,8 +364,8 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = _features(_discover(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members")
-    nf = _features(_discover(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
+    mf = _features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members")
+    nf = _features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
     _require_usable(mf, "member")
     _require_usable(nf, "non-member")
     x = np.concatenate([mf.features, nf.features])

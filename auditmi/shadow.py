@@ -116,6 +116,19 @@ class ImageBank:
         return pad_batch([self.items[int(i)] for i in idx])
 
 
+def load_training_images(paths: Sequence[Path], image_size: int, view_cfg: ViewConfig | None = None) -> tuple[list[torch.Tensor], list[str], list[Any]]:
+    """Read training images as uint8 (3, H, W) tensors, downscaled so views never upsample a copy.
+
+    Returns (tensors, their sha256s, skipped files with reasons).
+    """
+    from auditmi.images import load_many
+    from auditmi.views import working_side
+
+    loaded, skipped = load_many(list(paths), max_side=working_side(image_size, view_cfg or ViewConfig()))
+    tensors = [torch.from_numpy(li.pixels).permute(2, 0, 1).contiguous() for li in loaded]
+    return tensors, [li.sha256 for li in loaded], skipped
+
+
 def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, cfg: TrainConfig, gen: torch.Generator, history: list, data_digest: str) -> None:
     from safetensors.torch import save_file
 

@@ -11,41 +11,8 @@ import numpy as np
 from scipy.special import expit
 
 from auditmi.attacks.base import Attack
+from auditmi.stats import accuracy_threshold
 from auditmi.errors import CalibrationError
-
-
-def accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The threshold tau that maximises accuracy of the decision ``score >= tau``.
-
-    Among thresholds with equal training accuracy the lowest is taken. Tau is placed midway
-    between the two neighbouring training scores it separates, rather than on a training
-    score, so that it does not sit on the edge of the shadow members' range.
-
-    Args:
-        scores: (N,) float64 scores.
-        labels: (N,) 0/1 labels, 1 = member.
-
-    Returns:
-        The threshold, a finite float.
-    """
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    y = labels[order]
-    n = s.size
-    # Predicting "member" for positions >= k: correct = non-members below k + members from k.
-    neg_below = np.concatenate([[0], np.cumsum(1 - y)])
-    pos_from = int(y.sum()) - np.concatenate([[0], np.cumsum(y)])
-    correct = neg_below + pos_from  # index k = 0..n
-    # A cut is only realisable between distinct scores.
-    valid = np.ones(n + 1, dtype=bool)
-    valid[1:n] = s[1:] > s[:-1]
-    k = int(np.flatnonzero(valid)[np.argmax(correct[valid])])
-    if k == 0:
-        return float(s[0])
-    if k == n:
-        return float(np.nextafter(s[-1], np.inf))
-    mid = 0.5 * (s[k - 1] + s[k])
-    return float(mid if mid > s[k - 1] else s[k])
 
 
 def platt_fit(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -119,7 +86,7 @@ class ThresholdAttack(Attack):
     def _fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> None:
         del seed  # nothing random
         s = self._score(x)
-        self.accuracy_threshold = accuracy_threshold(s, y)
+        self.accuracy_threshold = accuracy_threshold(y, s)
         self.platt_slope, self.platt_intercept = platt_fit(s, y)
 
     def _score(self, x: np.ndarray) -> np.ndarray:

@@ -28,22 +28,16 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Pre-train an encoder with SimCLR; interrupted runs resume from the last checkpoint."""
-    import torch
-
-    from auditmi.audit import _discover
+    from auditmi.audit import discover_images
     from auditmi.encoders import resolve_device
-    from auditmi.images import load_many
-    from auditmi.shadow import TrainConfig, train_encoder
-    from auditmi.views import ViewConfig, working_side
+    from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 
-    paths = _discover(data, "training")
-    loaded, skipped = load_many(paths, max_side=working_side(image_size, ViewConfig()))
+    tensors, shas, skipped = load_training_images(discover_images(data, "training"), image_size)
     for s in skipped:
         err.print(f"skipped {s.path}: {s.reason}")
     cfg = TrainConfig(arch=arch, image_size=image_size, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                       temperature=temperature, seed=seed, checkpoint_every=max(1, min(10, epochs)))
-    tensors = [torch.from_numpy(li.pixels).permute(2, 0, 1).contiguous() for li in loaded]
     with progress_bar(not quiet) as cb:
         final = train_encoder(tensors, out_dir, cfg, device=resolve_device(device), progress=(lambda s, t, d: cb("train", s, t)) if cb else None,
-                              extra_meta={"member_sha256": sorted(li.sha256 for li in loaded)})
+                              extra_meta={"member_sha256": sorted(shas)})
     out.print(str(final))
