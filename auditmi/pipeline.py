@@ -1,9 +1,15 @@
 """Images -> membership features, keeping the encoder busy.
 
-Decoding (and hashing, view-parameter sampling, encoder-free statistics) runs in DataLoader
-worker processes with pinned memory; view rendering and encoding run batched on the encoder's
-device under ``torch.inference_mode`` (mixed precision and channels_last on GPU, see
-:class:`auditmi.encoders.Encoder`). Features of already-seen images come from the
+On a GPU, decoding (and hashing, view-parameter sampling, encoder-free statistics) runs in
+DataLoader worker processes with pinned memory, and view rendering and encoding run batched on
+the device under ``torch.inference_mode`` (mixed precision and channels_last, see
+:class:`auditmi.encoders.Encoder`).
+
+On a CPU the encoder and the view rendering compete for the same cores, so the work is split by
+images instead: each forked worker process decodes a chunk of images, renders their views and
+embeds them with one thread, and the main process only collects features. Two single-threaded
+processes keep two cores busier than one process with two threads while another renders views
+(see benchmarks/RESULTS.md). Features of already-seen images come from the
 :class:`~auditmi.cache.FeatureCache`; new ones are written to it batch by batch, so an
 interrupted run resumes where it stopped.
 """
@@ -90,28 +96,48 @@ class _Decode(torch.utils.data.Dataset):
 
 
 class _RenderCollate:
-    """Worker-side batching: on a CPU encoder, render the views of a chunk of images in one go.
+    """Worker-side batching: render the views of a chunk of images in one go, and on the CPU
+    fast path also embed them and turn them into features.
 
     Views of an image do not depend on the other images of its batch (see views.pad_batch), so
     rendering a chunk here gives exactly the views the main-process path would; batching the
-    ~20 tensor ops per render amortises their fixed cost over the chunk (it matters for small
-    images, where that cost exceeds the encoder's).
+    ~20 tensor ops per render amortises their fixed cost over the chunk.
     """
 
-    def __init__(self, render: tuple[int, tuple[float, ...], tuple[float, ...]] | None) -> None:
-        self.render = render
+    def __init__(self, render: tuple[int, tuple[float, ...], tuple[float, ...]] | None,
+                 encoder: Encoder | None = None, n_views: int = 0, batch_size: int = 0) -> None:
+        self.render, self.encoder, self.n_views, self.bs = render, encoder, n_views, batch_size
 
     def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         todo = [it for it in items if "pixels" in it]
         if self.render is None or not todo:
             return items
-        imgs, _ = pad_batch([it["pixels"] for it in todo])
-        views = render_views(imgs, ViewParams.cat([it["params"] for it in todo]), *self.render)
-        k = views.shape[0] // len(todo)
+        with torch.inference_mode():
+            imgs, _ = pad_batch([it["pixels"] for it in todo])
+            views = render_views(imgs, ViewParams.cat([it["params"] for it in todo]), *self.render)
+            if self.encoder is None:
+                k = views.shape[0] // len(todo)
+                for j, it in enumerate(todo):
+                    del it["pixels"], it["params"]
+                    it["views"] = views[j * k : (j + 1) * k].clone()
+                return items
+            t0 = time.perf_counter()
+            emb = torch.cat([self.encoder.embed(views[s:s + self.bs]) for s in range(0, views.shape[0], self.bs)])
+            enc_s = time.perf_counter() - t0
+            feats = pairwise_cosine(emb.view(len(todo), self.n_views, -1)).numpy().astype(np.float32)
         for j, it in enumerate(todo):
-            del it["pixels"]
-            it["views"] = views[j * k : (j + 1) * k].clone()
+            # Only numpy arrays go back: every torch tensor sent between processes costs a
+            # shared-memory segment and a file descriptor.
+            del it["pixels"], it["params"]
+            it["feats"] = feats[j]
+            it["encode_seconds"] = enc_s / len(todo)
         return items
+
+
+def _fork_available() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
 
 
 def default_batch_size(encoder: Encoder) -> int:
@@ -121,10 +147,16 @@ def default_batch_size(encoder: Encoder) -> int:
     return 256 if encoder.input_size <= 64 else 40
 
 
-def default_workers() -> int:
-    """Decoding workers: leave one core to the main process; none on a single core."""
+def default_workers(device: torch.device | str = "cuda") -> int:
+    """Worker processes.
+
+    GPU: decoding workers, leaving one core to the main process. CPU: one single-threaded
+    render-and-embed worker per core (the main process only collects). None on a single core.
+    """
     n = os.cpu_count() or 1
-    return max(0, min(8, n - 1))
+    if n < 2:
+        return 0
+    return min(32, n) if torch.device(device).type == "cpu" else min(8, n - 1)
 
 
 class _Embedder:
@@ -186,7 +218,8 @@ def compute_features(
         seed: views of an image are reproducible from (seed, image content).
         batch_size: views per encoder pass (default: :func:`default_batch_size`).
         cache: feature cache to read from and write to (None: no caching).
-        num_workers: decoding processes (default: :func:`default_workers`).
+        num_workers: worker processes (default: :func:`default_workers`; 0 does everything in
+            this process).
         progress: called with (images done, total images).
     """
     t_start = time.perf_counter()
@@ -195,30 +228,42 @@ def compute_features(
     bs = default_batch_size(encoder) if batch_size is None else batch_size  # not `or`: 0 must be refused, not replaced
     if bs < 1:
         raise InputError(f"--batch-size must be positive (got {bs}).")
-    workers = default_workers() if num_workers is None else num_workers
+    workers = default_workers(encoder.device) if num_workers is None else num_workers
     if workers < 0:
         raise InputError(f"--workers must be 0 or more (got {workers}).")
     cached = cache.load() if cache is not None else {}
-    if len(paths) < 64:
+    # On a CPU encoder the workers render the views (batched over a chunk of images) and, where
+    # processes can be forked (the encoder is shared, not pickled), embed them too with one
+    # thread each; on a GPU they only decode and rendering runs batched on the device.
+    if encoder.device.type == "cpu" and _fork_available():
+        # No more workers than chunks of images; a lone single-threaded worker would be slower
+        # than this process using every core, so that case runs here.
+        workers = min(workers, -(-len(paths) // max(1, bs // n_views)))
+        if workers == 1:
+            workers = 0
+    elif len(paths) < 64:
         workers = min(workers, 1)
-    # On a CPU encoder the decode workers also render the views, so rendering overlaps with
-    # encoding instead of running between encoder passes; on a GPU it runs batched on the device.
-    render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if (encoder.device.type == "cpu" and workers > 0) else None
+    cpu = encoder.device.type == "cpu" and workers > 0
+    parallel_embed = cpu and _fork_available()
+    render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if cpu else None
     if render is not None:
         # Import torchvision's roi_align once here: forked workers inherit it instead of each
         # paying the ~2 s import before their first image.
         from torchvision.ops import roi_align  # noqa: F401
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
-    chunk = max(1, min(16, bs // n_views))
+    chunk = max(1, bs // n_views) if parallel_embed else max(1, min(16, bs // n_views))
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=chunk,
         shuffle=False,
         num_workers=workers,
-        collate_fn=_RenderCollate(render),
+        collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
         pin_memory=False,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        # fork: workers share the encoder's weights copy-on-write. Each runs with one thread
+        # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
+        multiprocessing_context="fork" if parallel_embed else None,
     )
     embedder = _Embedder(encoder, bs)
     images_per_pass = max(1, bs // n_views)
@@ -228,20 +273,24 @@ def compute_features(
     pending: list[dict[str, Any]] = []
     n_from_cache = 0
     done = 0
+    worker_encode_seconds = 0.0  # summed over workers (CPU fast path)
 
     def flush() -> None:
         nonlocal pending
         if not pending:
             return
-        if "views" in pending[0]:
+        if "feats" in pending[0]:
+            feats = np.stack([it["feats"] for it in pending])
+        elif "views" in pending[0]:
             emb = embedder.encode(torch.cat([it["views"] for it in pending])).view(len(pending), n_views, -1)
+            feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         else:
             imgs, _ = pad_batch([it["pixels"] for it in pending])
             params = ViewParams.cat([it["params"] for it in pending])
             if encoder.device.type == "cuda":
                 imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
             emb = embedder(imgs, params).view(len(pending), n_views, -1)
-        feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+            feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
         for s, f, st in zip(shas, feats, stats):
@@ -263,6 +312,7 @@ def compute_features(
                 info[i] = (sha, None)
             else:
                 info[i] = (sha, item["size"])
+                worker_encode_seconds += item.get("encode_seconds", 0.0)
                 if sha not in by_sha and sha not in in_batch:
                     pending.append(item)
                     in_batch.add(sha)
@@ -293,7 +343,8 @@ def compute_features(
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
-        timing={"seconds": total, "encode_seconds": embedder.encode_seconds, "views_encoded": float((len(rows) - n_from_cache) * n_views),
+        timing={"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
+                "encode_in_workers": float(parallel_embed), "views_encoded": float((len(rows) - n_from_cache) * n_views),
                 "batch_size": float(embedder.bs), "workers": float(workers)},
     )
 

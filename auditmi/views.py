@@ -166,7 +166,12 @@ def params_for_image(height: int, width: int, sha256: str, seed: int, cfg: ViewC
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (_LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]).unsqueeze(1)
+    # (L0 * r + L1 * g) + L2 * b, evaluated with one temporary instead of four.
+    g = x[:, 0] * _LUMA[0]
+    tmp = torch.mul(x[:, 1], _LUMA[1])
+    g.add_(tmp)
+    g.add_(torch.mul(x[:, 2], _LUMA[2], out=tmp))
+    return g.unsqueeze(1)
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -192,6 +197,10 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((h, s, maxc), dim=1)
 
 
+# Which of (v, q, p, t) each RGB channel takes in each of the six hue sectors (torchvision's table).
+_SECTOR_PICK = ((0, 1, 2, 2, 3, 0), (3, 0, 0, 1, 2, 2), (2, 2, 3, 0, 0, 1))
+
+
 def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     h, s, v = x[:, 0], x[:, 1], x[:, 2]
     i = torch.floor(h * 6.0)
@@ -200,12 +209,12 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     p = (v * (1.0 - s)).clamp(0, 1)
     q = (v * (1.0 - s * f)).clamp(0, 1)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
-    mask = i.unsqueeze(1) == torch.arange(6, device=x.device).view(1, -1, 1, 1)
-    a1 = torch.stack((v, q, p, p, t, v), dim=1)
-    a2 = torch.stack((t, v, v, q, p, p), dim=1)
-    a3 = torch.stack((p, p, t, v, v, q), dim=1)
-    a4 = torch.stack((a1, a2, a3), dim=1)
-    return torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), a4)
+    cand = torch.stack((v, q, p, t), dim=1)  # (K, 4, H, W)
+    # Selecting per pixel is exact, so this equals torchvision's one-hot einsum bit for bit,
+    # at a fraction of its cost.
+    table = torch.tensor(_SECTOR_PICK, device=x.device)  # (3 channels, 6 sectors)
+    idx = table[:, i].permute(1, 0, 2, 3)  # (K, 3, H, W)
+    return cand.gather(1, idx)
 
 
 def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
@@ -219,6 +228,75 @@ def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
     hsv = _rgb_to_hsv(x)
     hsv[:, 0] = torch.fmod(hsv[:, 0] + f[:, None, None] + 1.0, 1.0)
     return _hsv_to_rgb(hsv)
+
+
+def _hue_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``_adjust(x, 3, shift)`` (RGB -> HSV, hue + shift, HSV -> RGB) with the same operations on
+    the same operands, in place on a few buffers instead of ~50 fresh tensors; the result is
+    equal bit for bit (tests/test_views.py checks it)."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc = x.amax(dim=1)
+    minc = x.amin(dim=1)
+    eqc = maxc == minc
+    cr = maxc.sub(minc)
+    s = torch.where(eqc, 1.0, maxc)
+    torch.div(cr, s, out=s)  # s = cr / where(eqc, 1, maxc)
+    cr_div = cr.masked_fill_(eqc, 1.0)
+    rc = torch.sub(maxc, r).div_(cr_div)
+    gc = torch.sub(maxc, g).div_(cr_div)
+    bc = torch.sub(maxc, b).div_(cr_div)
+    mr = maxc == r
+    mg = maxc == g
+    h = torch.sub(bc, gc).mul_(mr)  # hr
+    h.add_(torch.add(rc, 2.0).sub_(bc).mul_(mg & ~mr))  # + hg
+    h.add_(gc.add_(4.0).sub_(rc).mul_(~(mg | mr)))  # + hb
+    h.div_(6.0).add_(1.0).fmod_(1.0)
+    h.add_(shift[:, None, None]).add_(1.0).fmod_(1.0)
+    # HSV -> RGB with v = maxc.
+    h6 = h.mul_(6.0)
+    i = torch.floor(h6)
+    f = h6.sub_(i)
+    idx = i.to(torch.int64).remainder_(6)
+    one_minus_f = torch.neg(f).add_(1.0)
+    p = torch.neg(s).add_(1.0).mul_(maxc).clamp_(0, 1)  # (v * (1 - s)).clamp(0, 1)
+    q = f.mul_(s).neg_().add_(1.0).mul_(maxc).clamp_(0, 1)  # (v * (1 - s * f)).clamp(0, 1)
+    t = one_minus_f.mul_(s).neg_().add_(1.0).mul_(maxc).clamp_(0, 1)  # (v * (1 - s * (1 - f))).clamp(0, 1)
+    cand = torch.stack((maxc, q, p, t), dim=1)
+    table = torch.tensor(_SECTOR_PICK, device=x.device)
+    return cand.gather(1, table[:, idx].permute(1, 0, 2, 3))
+
+
+def _jitter(v: torch.Tensor, on: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """ColorJitter on the views where ``on``: at each of the 4 steps, each view gets the
+    adjustment ``order[:, step]`` with its factor.
+
+    Brightness, contrast and saturation are the same blend ``f * x + (1 - f) * target`` (target
+    black, the mean gray level or the grayscale image), so one step applies all three to every
+    view at once; a view whose step is hue, or that is not jittered, gets ``f = 1``, which leaves
+    it unchanged exactly. Only hue, a per-pixel HSV round trip, runs on the subset that needs it.
+    The arithmetic per view is that of :func:`_adjust`.
+    """
+    ones = torch.ones_like(factors[:, 0])
+    zeros = torch.zeros_like(ones)
+    for step in range(4):
+        op = order[:, step]
+        blend = on & (op != 3)
+        if blend.any():
+            f = torch.where(blend, factors.gather(1, op[:, None]).squeeze(1), ones)
+            # Per-view weights of the two blend targets: (1 - f) on the mean gray level for
+            # contrast, on the grayscale image for saturation, 0 otherwise (brightness: x * f).
+            w_mean = torch.where(blend & (op == 1), 1 - f, zeros)[:, None, None, None]
+            w_gray = torch.where(blend & (op == 2), 1 - f, zeros)[:, None, None, None]
+            g = _gray(v)  # (K, 1, H, W): a third of the pixels of v
+            mean = g.mean(dim=(1, 2, 3), keepdim=True)
+            target = g.mul_(w_gray).add_(w_mean * mean)
+            # In place (v is this function's own tensor): the same products and sums as
+            # f * x + (1 - f) * target, without allocating a view-sized tensor per step.
+            v.mul_(f[:, None, None, None]).add_(target).clamp_(0, 1)
+        hue = on & (op == 3)
+        if hue.any():
+            v[hue] = _hue_shift(v[hue], factors[hue, 3])
+    return v
 
 
 def render_views(
@@ -257,15 +335,7 @@ def render_views(
         v[flip] = v[flip].flip(-1)
     jit = params.jitter_on.to(dev)
     if jit.any():
-        sub = v[jit]
-        fac = params.factors.to(dev)[jit]
-        order = params.order.to(dev)[jit]
-        for step in range(4):
-            for op in range(4):
-                m = order[:, step] == op
-                if m.any():
-                    sub[m] = _adjust(sub[m], op, fac[m, op])
-        v[jit] = sub
+        v = _jitter(v, jit, params.factors.to(dev), params.order.to(dev))
     gray = params.gray.to(dev)
     if gray.any():
         v[gray] = _gray(v[gray]).expand(-1, 3, -1, -1).contiguous()

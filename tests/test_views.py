@@ -335,3 +335,99 @@ def test_working_side_keeps_smallest_crop_at_full_resolution() -> None:
     for size in (16, 32, 96, 224, 336):
         side = working_side(size, cfg)
         assert side * math.sqrt(cfg.scale[0]) >= size
+
+
+# --------------------------------------------------------------------------------------------
+# The fast colour-jitter path equals the straightforward one bit for bit
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's formulation, one fresh tensor per operation."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    cr_div = torch.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / cr_div, (maxc - g) / cr_div, (maxc - b) / cr_div
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return torch.stack((h, s, maxc), dim=1)
+
+
+def _reference_hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x[:, 0], x[:, 1], x[:, 2]
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = (v * (1.0 - s)).clamp(0, 1)
+    q = (v * (1.0 - s * f)).clamp(0, 1)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
+    mask = i.unsqueeze(1) == torch.arange(6).view(1, -1, 1, 1)
+    a1 = torch.stack((v, q, p, p, t, v), dim=1)
+    a2 = torch.stack((t, v, v, q, p, p), dim=1)
+    a3 = torch.stack((p, p, t, v, v, q), dim=1)
+    return torch.einsum("...ijk,...xijk->...xjk", mask.to(x.dtype), torch.stack((a1, a2, a3), dim=1))
+
+
+def _reference_adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
+    f4 = f[:, None, None, None]
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    if op == 0:
+        return (x * f4).clamp(0, 1)
+    if op == 1:
+        return (f4 * x + (1 - f4) * gray.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)).clamp(0, 1)
+    if op == 2:
+        return (f4 * x + (1 - f4) * gray.expand_as(x)).clamp(0, 1)
+    hsv = _reference_rgb_to_hsv(x)
+    hsv[:, 0] = torch.fmod(hsv[:, 0] + f[:, None, None] + 1.0, 1.0)
+    return _reference_hsv_to_rgb(hsv)
+
+
+def _reference_jitter(v: torch.Tensor, on: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """One masked adjustment per (step, operation), as ColorJitter applies them."""
+    v = v.clone()
+    sub, fac, ordr = v[on], factors[on], order[on]
+    for step in range(4):
+        for op in range(4):
+            m = ordr[:, step] == op
+            if m.any():
+                sub[m] = _reference_adjust(sub[m], op, fac[m, op])
+    v[on] = sub
+    return v
+
+
+def _colour_test_views(n: int, side: int, seed: int) -> torch.Tensor:
+    """Views with every hue sector, gray pixels (max == min), pure black and white, 0/1 channels."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.rand(n, 3, side, side, generator=g)
+    v[:, :, :2] = v[:, :1, :2]  # gray rows
+    v[:, :, 2, :3] = 0.0
+    v[:, :, 3, :3] = 1.0
+    v[:, 0, 4] = 1.0  # saturated channel
+    v[:, 2, 5] = 0.0
+    v[: n // 4] = (v[: n // 4] * 255).round() / 255  # 8-bit levels, where ties between channels are common
+    return v
+
+
+def test_hue_shift_equals_the_reference_hsv_round_trip_exactly() -> None:
+    from auditmi.views import _hue_shift
+
+    x = _colour_test_views(24, 16, seed=3)
+    shift = torch.linspace(-0.5, 0.5, 24)
+    assert torch.equal(_hue_shift(x.clone(), shift), _reference_adjust(x, 3, shift))
+
+
+def test_jitter_equals_the_per_operation_reference_exactly() -> None:
+    from auditmi.views import _jitter
+
+    n = 64
+    v = _colour_test_views(n, 12, seed=4)
+    p = sample_params(torch.full((n,), 12), torch.full((n,), 12), ViewConfig(), 1, torch.Generator().manual_seed(9))
+    assert p.jitter_on.any() and not p.jitter_on.all()
+    assert torch.equal(_jitter(v.clone(), p.jitter_on, p.factors, p.order), _reference_jitter(v, p.jitter_on, p.factors, p.order))
