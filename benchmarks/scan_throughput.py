@@ -208,7 +208,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoder", action="append", help="encoder spec (repeatable); default: ViT-B-32 random init and the bundled example encoder")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--images", type=int, default=0, help="images per encoder (default: 48 on CPU for ViT, 400 for small; 2000 on GPU)")
+    ap.add_argument("--images", type=int, default=0, help="images per encoder (default: 48 on CPU for ViT, 2000 for small encoders and on GPU)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="scans and ceilings measured in turn this many times (medians)")
@@ -217,7 +217,7 @@ def main() -> None:
     rows = []
     for spec in a.encoder or DEFAULT_ENCODERS:
         gpu = torch.cuda.is_available() and a.device != "cpu"
-        n = a.images or (2000 if gpu else (48 if "ViT" in spec or "clip" in spec else 400))
+        n = a.images or (2000 if gpu else (48 if "ViT" in spec or "clip" in spec else 2000))
         rows.append(bench(spec, a.device, n, a.batch_size, a.workers, a.repeats))
         if not a.json:
             r = rows[-1]
