@@ -23,6 +23,9 @@ import torch
 
 from auditmi.errors import InputError
 
+# View-drawing algorithms this version reproduces exactly (stored in bundles and cache keys).
+KNOWN_ALGORITHMS = ("auditmi-views-v1",)
+
 # ITU-R 601-2 luma, the weights PIL and torchvision use for grayscale.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -41,11 +44,37 @@ class ViewConfig:
     algorithm: str = "auditmi-views-v1"
 
     def __post_init__(self) -> None:
+        if isinstance(self.n_views, bool) or not isinstance(self.n_views, int):
+            raise InputError(f"the number of views must be an integer (got {self.n_views!r}).")
         if self.n_views < 2:
             raise InputError(
                 f"--views must be at least 2 (got {self.n_views}): membership features compare "
                 "pairs of views of the same image."
             )
+        if self.algorithm not in KNOWN_ALGORITHMS:
+            raise InputError(
+                f"views drawn with algorithm {self.algorithm!r} cannot be reproduced by this auditmi "
+                f"(it knows {', '.join(KNOWN_ALGORITHMS)}); use the auditmi version that made the bundle, or calibrate again."
+            )
+        problems = []
+        nums = {"scale": self.scale, "ratio": self.ratio, "jitter": self.jitter}
+        for name, vals in nums.items():
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+                problems.append(f"{name} must hold finite numbers (got {list(vals)})")
+        if not problems:
+            lo, hi = self.scale
+            if len(self.scale) != 2 or not 0 < lo <= hi <= 1:
+                problems.append(f"scale must be (low, high) with 0 < low <= high <= 1 (got {list(self.scale)})")
+            if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
+                problems.append(f"ratio must be (low, high) with 0 < low <= high (got {list(self.ratio)})")
+            if len(self.jitter) != 4 or min(self.jitter) < 0 or self.jitter[3] > 0.5:
+                problems.append(f"jitter must be (brightness, contrast, saturation, hue) >= 0 with hue <= 0.5 (got {list(self.jitter)})")
+        for name in ("flip_p", "jitter_p", "gray_p"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                problems.append(f"{name} must be a probability between 0 and 1 (got {v!r})")
+        if problems:
+            raise InputError("invalid view configuration: " + "; ".join(problems) + ".")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored in calibration bundles and reports."""
@@ -58,7 +87,7 @@ class ViewConfig:
     def from_dict(cls, d: dict[str, Any]) -> "ViewConfig":
         """Inverse of :meth:`to_dict`."""
         return cls(
-            n_views=int(d["n_views"]),
+            n_views=d["n_views"],
             scale=tuple(d["scale"]),  # type: ignore[arg-type]
             ratio=tuple(d["ratio"]),  # type: ignore[arg-type]
             flip_p=float(d["flip_p"]),

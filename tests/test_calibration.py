@@ -175,9 +175,13 @@ def test_json_not_an_object_is_refused(bundle: Path) -> None:
         lambda m: m.__setitem__("files", "arrays.safetensors"),
         lambda m: m["views"].__setitem__("n_views", 1),
         lambda m: m["attacks"]["V"]["params"].__setitem__("n_features", 7),
+        lambda m: m["views"].__setitem__("gray_p", 1.5),
+        lambda m: m["views"].__setitem__("scale", [0.0, 1.0]),
+        lambda m: m["views"].__setitem__("algorithm", "auditmi-views-v9"),
+        lambda m: m["views"].__setitem__("n_views", 4.5),
     ],
     ids=["no-params", "no-thresholds", "no-views", "unknown-attack", "attacks-list", "no-attacks", "files-string",
-         "one-view", "wrong-n-features"],
+         "one-view", "wrong-n-features", "gray-probability", "zero-scale", "future-view-algorithm", "fractional-views"],
 )
 def test_edited_json_is_refused_with_a_calibration_error(bundle: Path, edit) -> None:
     """A hand-edited calibration.json is a CalibrationError (exit 3), never a crash (exit 1)."""

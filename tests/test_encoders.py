@@ -139,6 +139,19 @@ def test_tampered_weights_are_refused(tiny_checkpoint: Path, tmp_path: Path) -> 
         load_encoder(str(ck), device="cpu")
 
 
+def test_checkpoint_without_a_recorded_weights_hash_is_refused_with_the_fix(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    ck = _copy(tiny_checkpoint, tmp_path)
+    cfg = json.loads((ck / CONFIG_NAME).read_text())
+    recorded = cfg.pop("weights_sha256")
+    (ck / CONFIG_NAME).write_text(json.dumps(cfg))
+    with pytest.raises(EncoderUnavailableError, match="records no weights_sha256") as ei:
+        load_encoder(str(ck), device="cpu")
+    assert recorded in str(ei.value)  # the message gives the value to add if the file is trusted
+    cfg["weights_sha256"] = recorded
+    (ck / CONFIG_NAME).write_text(json.dumps(cfg))
+    load_encoder(str(ck), device="cpu")
+
+
 def test_wrong_schema_version_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
     ck = _copy(tiny_checkpoint, tmp_path)
     cfg = json.loads((ck / CONFIG_NAME).read_text())
@@ -497,3 +510,18 @@ def test_torchscript_encoder_on_gpu(tmp_path: Path) -> None:
     cpu = load_encoder(str(path), device="cpu").embed(x)
     gpu = load_encoder(str(path), device="cuda", amp=False).embed(x)
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_open_clip_root_log_messages_are_kept_off_the_terminal(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from auditmi.encoders.openclip import _swallow_root_log
+
+    with caplog.at_level(logging.INFO):
+        with _swallow_root_log() as seen:
+            logging.warning("No pretrained weights loaded for model 'ViT-B-32'. Model initialized randomly.")
+            logging.error("Failed to download")
+        assert seen == ["No pretrained weights loaded for model 'ViT-B-32'. Model initialized randomly.", "Failed to download"]
+        assert not caplog.records
+        logging.warning("after")  # the filter is gone once the encoder is loaded
+    assert [r.getMessage() for r in caplog.records] == ["after"]

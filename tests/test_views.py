@@ -431,3 +431,30 @@ def test_jitter_equals_the_per_operation_reference_exactly() -> None:
     p = sample_params(torch.full((n,), 12), torch.full((n,), 12), ViewConfig(), 1, torch.Generator().manual_seed(9))
     assert p.jitter_on.any() and not p.jitter_on.all()
     assert torch.equal(_jitter(v.clone(), p.jitter_on, p.factors, p.order), _reference_jitter(v, p.jitter_on, p.factors, p.order))
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"scale": (0.0, 1.0)}, "scale must be"),
+        ({"scale": (0.8, 0.2)}, "scale must be"),
+        ({"scale": (0.2, 1.5)}, "scale must be"),
+        ({"ratio": (4 / 3, 3 / 4)}, "ratio must be"),
+        ({"ratio": (0.0, 1.0)}, "ratio must be"),
+        ({"flip_p": 1.2}, "flip_p must be a probability"),
+        ({"jitter_p": -0.1}, "jitter_p must be a probability"),
+        ({"gray_p": float("nan")}, "gray_p must be a probability"),
+        ({"jitter": (0.4, 0.4, 0.4, 0.7)}, "hue <= 0.5"),
+        ({"jitter": (-0.1, 0.4, 0.4, 0.1)}, "jitter must be"),
+        ({"jitter": (0.4, float("inf"), 0.4, 0.1)}, "finite numbers"),
+        ({"algorithm": "auditmi-views-v2"}, "cannot be reproduced by this auditmi"),
+        ({"n_views": 3.0}, "must be an integer"),
+    ],
+)
+def test_invalid_view_configurations_are_refused_with_the_reason(kwargs, needle) -> None:
+    with pytest.raises(InputError, match=needle):
+        ViewConfig(**kwargs)
+
+
+def test_boundary_view_configurations_are_accepted() -> None:
+    ViewConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0, jitter_p=1, gray_p=0.0, jitter=(0, 0, 0, 0.5))

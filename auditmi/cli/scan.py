@@ -27,7 +27,8 @@ VERDICT_STYLE = {"likely-used": "bold white on red", "no-evidence": "bold white 
 
 
 def read_truth(path: Path) -> dict[str, int]:
-    """``file name,member`` CSV (header optional) -> {file name: 0/1}."""
+    """``file,member`` CSV (header optional) -> {file: 0/1}; a file is a name or a path relative
+    to the scanned folder (``/`` or ``\\`` separators)."""
     try:
         rows = list(csv.reader(path.read_text().splitlines()))
     except OSError as e:
@@ -36,27 +37,46 @@ def read_truth(path: Path) -> dict[str, int]:
     for r in rows:
         if len(r) < 2 or r[1].strip() not in {"0", "1"}:
             continue  # header or blank line
-        truth[r[0].strip()] = int(r[1].strip())
+        key = "/".join(p for p in r[0].strip().replace("\\", "/").split("/") if p not in ("", "."))
+        if key in truth and truth[key] != int(r[1].strip()):
+            raise InputError(f"--truth {path} gives {key!r} both 0 and 1.")
+        truth[key] = int(r[1].strip())
     if not truth:
         raise InputError(f"--truth {path} has no 'file,member' rows with member 0 or 1.")
     return truth
 
 
 def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, Any]:
-    """Compare per-image decisions (and the flag count) with known membership."""
+    """Compare per-image decisions (and the flag count) with known membership.
+
+    Each scanned image takes the truth entry that matches the longest tail of its path (so
+    ``a/x.png`` beats ``x.png``). An entry that is the best match of two scanned files is
+    ambiguous (two ``x.png`` in different subfolders) and refused: write their relative paths.
+    """
+    lengths = sorted({k.count("/") + 1 for k in truth}, reverse=True)
+    matched: dict[str, list[str]] = {}
     tp = fp = tn = fn = 0
     for row in report["images"]:
-        name = Path(row["path"]).name
-        if name not in truth:
+        parts = Path(row["path"]).parts
+        key = next((k for n in lengths if n <= len(parts) and (k := "/".join(parts[-n:])) in truth), None)
+        if key is None:
             continue
-        pred, t = row["decision"] == "member", truth[name]
+        matched.setdefault(key, []).append(row["path"])
+        pred, t = row["decision"] == "member", truth[key]
         tp += pred and t == 1
         fp += pred and t == 0
         tn += (not pred) and t == 0
         fn += (not pred) and t == 1
+    for key, paths in matched.items():
+        if len(paths) > 1:
+            raise InputError(
+                f"--truth entry {key!r} matches {len(paths)} scanned files ({', '.join(paths[:3])}"
+                f"{', ...' if len(paths) > 3 else ''}); name them by their paths relative to the scanned folder."
+            )
     n = tp + fp + tn + fn
     return {
-        "n_matched": n, "n_members": tp + fn, "n_non_members": tn + fp, "true_positives": tp, "false_positives": fp,
+        "n_matched": n, "n_unmatched_truth_entries": len(truth) - len(matched), "n_members": tp + fn, "n_non_members": tn + fp,
+        "true_positives": tp, "false_positives": fp,
         "true_negatives": tn, "false_negatives": fn, "accuracy": (tp + tn) / n if n else None,
         "precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
         "false_positive_rate": fp / (fp + tn) if fp + tn else None,
@@ -101,7 +121,9 @@ def print_report(report: dict[str, Any], show: int) -> None:
         need = p.get("n_suspects_needed")
         t.add_row("power", f"~{need} images needed for p < {p['alpha']:g} at 80% power" if need else (p.get("note") or "-"))
     tr = report.get("truth")
-    if tr:
+    if tr and "error" in tr:
+        t.add_row("vs truth file", f"not compared: {tr['error']}")
+    elif tr:
         t.add_row("vs truth file", f"{tr['true_positives']} of {tr['n_members']} known members flagged, {tr['false_positives']} of {tr['n_non_members']} "
                   f"known non-members flagged (accuracy {fmt(tr['accuracy'], '.1%')}, precision {fmt(tr['precision'], '.1%')}, recall {fmt(tr['recall'], '.1%')})")
     out.print(t)
@@ -163,7 +185,11 @@ def scan(
     with progress_bar(not quiet) as cb:
         report = run_scan(images, opts, progress=cb, command=command_line())
     if tr is not None:
-        report["truth"] = truth_summary(report, tr)
+        try:
+            report["truth"] = truth_summary(report, tr)
+        except InputError as e:  # the scan itself is fine: report it, without the comparison
+            report["truth"] = {"error": str(e)}
+            err.print(Text.assemble(("warning: ", "yellow"), f"{e} The report is written without the truth comparison."))
     try:
         validate_report(report)
     except InvalidReportError as e:

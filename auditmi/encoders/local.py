@@ -93,7 +93,13 @@ def load_backbone(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     if not wpath.is_file():
         raise EncoderUnavailableError(f"encoder weights {wpath} are missing.")
     digest = sha256_file(wpath)
-    if cfg.get("weights_sha256") and digest != cfg["weights_sha256"]:
+    if not cfg.get("weights_sha256"):
+        raise EncoderUnavailableError(
+            f"{Path(path) / CONFIG_NAME} records no weights_sha256, so {wpath.name} cannot be checked for corruption or "
+            f"tampering. Checkpoints saved by auditmi always record it; if you trust this file, add "
+            f'"weights_sha256": "{digest}" (its sha256 now) to {CONFIG_NAME}.'
+        )
+    if digest != cfg["weights_sha256"]:
         raise EncoderUnavailableError(
             f"{wpath} does not match the sha256 recorded in {CONFIG_NAME} (file changed or corrupt); "
             "re-copy the checkpoint folder."

@@ -114,6 +114,43 @@ def model_info(model: str, tag: str | None) -> dict[str, Any]:
     }
 
 
+def _create(oc: Any, model: str, pretrained: str | None, tag_cfg: dict[str, Any], offline: str | None) -> Any:
+    """open_clip.create_model with auditmi's choices (seeded random init, the tag's activation)."""
+    if pretrained is None:
+        # Seeded so that @random names one fixed set of weights (tests, benchmarks, cache keys).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return oc.create_model(model, pretrained=None)
+    # open_clip >= 3 no longer forces QuickGELU for OpenAI weights (it only warns): apply the
+    # activation the tag was trained with, or the features are those of a different network.
+    quick = bool(tag_cfg.get("quick_gelu", False))
+    ctx = _hub_offline() if offline else contextlib.nullcontext()
+    with ctx:
+        return oc.create_model(model, pretrained=pretrained, weights_only=True, force_quick_gelu=quick)
+
+
+@contextlib.contextmanager
+def _swallow_root_log() -> Iterator[list[str]]:
+    """Keep open_clip's root-logger messages ("No pretrained weights loaded", download errors)
+    off the user's terminal; auditmi reports the outcome itself. Yields the swallowed messages."""
+    import logging
+
+    seen: list[str] = []
+
+    class _Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append(record.getMessage())
+            return False
+
+    root = logging.getLogger()
+    f = _Keep()
+    root.addFilter(f)
+    try:
+        yield seen
+    finally:
+        root.removeFilter(f)
+
+
 def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Encoder:
     """Build an open_clip model's image tower and wrap it as an :class:`Encoder`."""
     oc = _import()
@@ -153,20 +190,11 @@ def load_open_clip(model: str, tag: str, device: torch.device, spec: str) -> Enc
                     f"the local cache ({cached}). " + _offline_help(oc, model, tag, tag_cfg)
                 )
     try:
-        if pretrained is None:
-            # Seeded so that @random names one fixed set of weights (tests, benchmarks, cache keys).
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                clip = oc.create_model(model, pretrained=None)
-        else:
-            # open_clip >= 3 no longer forces QuickGELU for OpenAI weights (it only warns): apply the
-            # activation the tag was trained with, or the features are those of a different network.
-            quick = bool(tag_cfg.get("quick_gelu", False))
-            ctx = _hub_offline() if offline else contextlib.nullcontext()
-            with ctx:
-                clip = oc.create_model(model, pretrained=pretrained, weights_only=True, force_quick_gelu=quick)
+        with _swallow_root_log() as logged:
+            clip = _create(oc, model, pretrained, tag_cfg, offline)
     except Exception as e:  # network errors, checksum errors, bad files: all mean "unavailable"
-        msg = f"cannot load open_clip {model} weights {tag!r}: {type(e).__name__}: {str(e)[:400]}."
+        detail = f" (open_clip said: {logged[-1][:300]})" if logged else ""
+        msg = f"cannot load open_clip {model} weights {tag!r}: {type(e).__name__}: {str(e)[:400]}.{detail}"
         if offline:
             msg = (
                 f"cannot load open_clip {model} weights {tag!r}: offline ({offline}) and they could not be loaded "
