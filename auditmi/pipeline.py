@@ -135,9 +135,12 @@ class _RenderCollate:
 
 
 def _fork_available() -> bool:
+    """Workers may be forked with the encoder in memory: Linux only (macOS frameworks are not
+    fork-safe, and Windows has no fork); elsewhere the workers only decode and render."""
     import multiprocessing as mp
+    import sys
 
-    return "fork" in mp.get_all_start_methods()
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
 def default_batch_size(encoder: Encoder) -> int:
@@ -150,13 +153,14 @@ def default_batch_size(encoder: Encoder) -> int:
 def default_workers(device: torch.device | str = "cuda") -> int:
     """Worker processes.
 
-    GPU: decoding workers, leaving one core to the main process. CPU: one single-threaded
-    render-and-embed worker per core (the main process only collects). None on a single core.
+    GPU: decoding workers, leaving one core to the main process. CPU on Linux: one
+    single-threaded render-and-embed worker per core (the main process only collects); CPU
+    elsewhere: decode-and-render workers, leaving one core to the encoder. None on one core.
     """
     n = os.cpu_count() or 1
     if n < 2:
         return 0
-    return min(32, n) if torch.device(device).type == "cpu" else min(8, n - 1)
+    return min(32, n) if (torch.device(device).type == "cpu" and _fork_available()) else min(8, n - 1)
 
 
 class _Embedder:

@@ -77,6 +77,7 @@ def test_worker_results_do_not_depend_on_the_number_of_workers(tiny_checkpoint: 
 
 
 def test_default_workers(monkeypatch) -> None:
+    monkeypatch.setattr(pipeline, "_fork_available", lambda: True)
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 6)
     assert default_workers("cpu") == 6  # one single-threaded worker per core; this process only collects
     assert default_workers("cuda") == 5  # decoders, leaving a core to the process driving the GPU
@@ -84,3 +85,6 @@ def test_default_workers(monkeypatch) -> None:
     assert default_workers(torch.device("cpu")) == 32 and default_workers("cuda") == 8
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 1)
     assert default_workers("cpu") == 0 and default_workers("cuda") == 0
+    monkeypatch.setattr(pipeline, "_fork_available", lambda: False)  # macOS, Windows
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 6)
+    assert default_workers("cpu") == 5  # decode-and-render workers beside the encoding process

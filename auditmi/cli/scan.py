@@ -167,7 +167,7 @@ def scan(
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit with code 5 when the verdict is likely-used (or, with 'inconclusive', likely-used or inconclusive).")] = FailOn.never,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: the user cache dir, or $AUDITMI_CACHE_DIR).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
