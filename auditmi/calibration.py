@@ -28,13 +28,13 @@ from auditmi._io import atomic_write, atomic_write_text
 from auditmi import stats as S
 from auditmi.attacks import ATTACKS, Attack, attack_from_state, make_attack
 from auditmi.encoders.base import sha256_file
+from auditmi._paths import META_NAME, calibration_meta_path
 from auditmi.errors import CalibrationError, InputError
 from auditmi.features import feature_config
 from auditmi.views import ViewConfig
 
 FORMAT = "auditmi-calibration"
 SCHEMA_VERSION = 1
-META_NAME = "calibration.json"
 ARRAYS_NAME = "arrays.safetensors"
 FPR_TARGETS = (0.01, 0.001)
 
@@ -186,12 +186,8 @@ def load_calibration(path: str | Path) -> Calibration:
     from safetensors.numpy import load_file
 
     p = Path(path)
-    mp = p / META_NAME if p.is_dir() else p
+    mp = calibration_meta_path(p)
     root = mp.parent
-    if not mp.is_file():
-        raise CalibrationError(
-            f"{p} is not a calibration bundle ({META_NAME} not found). Create one with `auditmi calibrate --shadow-data DIR --out {p}`."
-        )
     try:
         meta = json.loads(mp.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -148,6 +148,22 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def check_exists(raw: str | Path) -> Path:
+    """The absolute path of a user-given file or folder; :class:`InputError` if it does not exist.
+
+    Cheap (one ``stat``): the CLI calls it before importing torch, so a typo fails at once.
+    """
+    given = Path(raw).expanduser()
+    path = Path(os.path.abspath(given))
+    if not path.exists():  # follows symlinks: a broken link "does not exist" either
+        hint = " (it is a broken symbolic link)" if path.is_symlink() else ""
+        raise InputError(
+            f"{given} does not exist{hint}; check the spelling, or pass an existing image "
+            "file or folder."
+        )
+    return path
+
+
 def discover(paths: Sequence[str | Path]) -> Discovery:
     """Find the image files named by ``paths``.
 
@@ -179,13 +195,7 @@ def discover(paths: Sequence[str | Path]) -> Discovery:
 
     for raw in paths:
         given = Path(raw).expanduser()
-        path = Path(os.path.abspath(given))
-        if not path.exists():  # follows symlinks: a broken link "does not exist" either
-            hint = " (it is a broken symbolic link)" if path.is_symlink() else ""
-            raise InputError(
-                f"{given} does not exist{hint}; check the spelling, or pass an existing image "
-                "file or folder."
-            )
+        path = check_exists(raw)
         if path.is_dir():
             for found, supported in _walk(path):
                 add(images if supported else ignored, found)

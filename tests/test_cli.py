@@ -350,7 +350,8 @@ def test_fail_on_likely_used_exits_5(scan: Scan, verdict_runs: dict) -> None:
         ("inconclusive", "inconclusive", 5),
     ],
 )
-def test_fail_on_exit_code_mapping(label: str, fail_on: str, code: int, scan: Scan, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fail_on_exit_code_mapping(label: str, fail_on: str, code: int, scan: Scan, calibrated: Calibrated,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Every (verdict, --fail-on) pair maps to the documented exit code (in process, run_scan patched)."""
     from typer.testing import CliRunner
 
@@ -361,7 +362,7 @@ def test_fail_on_exit_code_mapping(label: str, fail_on: str, code: int, scan: Sc
     report = json.loads(json.dumps(_report(scan)))
     report["verdict"]["label"] = label
     monkeypatch.setattr(auditmi.audit, "run_scan", lambda *a, **k: json.loads(json.dumps(report)))
-    res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", "unused", "--fail-on", fail_on, "--quiet"])
+    res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", str(calibrated.bundle), "--fail-on", fail_on, "--quiet"])
     assert res.exit_code == code, res.output
 
 
@@ -481,7 +482,7 @@ def test_unusable_cache_folder_exits_2(error_runs: dict) -> None:
     assert_user_error(error_runs["cache-is-a-file"], 2, "feature cache", "--no-cache")
 
 
-def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, calibrated: Calibrated, monkeypatch: pytest.MonkeyPatch) -> None:
     """If auditmi builds a report its own schema rejects, that is a bug (exit 1), not bad input (exit 2)."""
     from typer.testing import CliRunner
 
@@ -492,7 +493,7 @@ def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, monke
     report = json.loads(json.dumps(_report(scan)))
     report["aggregate"]["not_in_the_schema"] = 1
     monkeypatch.setattr(auditmi.audit, "run_scan", lambda *a, **k: report)
-    res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", "unused", "--quiet"])
+    res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", str(calibrated.bundle), "--quiet"])
     assert res.exit_code == 1, res.output
     assert "internal error" in res.stderr and "not_in_the_schema" in res.stderr
 
@@ -502,9 +503,36 @@ def test_batch_size_0_and_negative_workers_exit_2(error_runs: dict) -> None:
     assert_user_error(error_runs["negative-workers"], 2, "--workers must be 0 or more")
 
 
-def test_report_destination_in_a_missing_folder_is_refused_before_scanning(tmp_path: Path) -> None:
+def test_report_destination_in_a_missing_folder_is_refused_before_scanning(calibrated: Calibrated, tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
-    proc = invoke_in_process("scan", tmp_path / "imgs", "--encoder", "x", "--calibration", tmp_path / "nocal",
+    proc = invoke_in_process("scan", tmp_path / "imgs", "--encoder", "x", "--calibration", calibrated.bundle,
                              "--json", tmp_path / "missing" / "r.json", cache_dir=tmp_path / "c")
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "missing" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["scan", "/no/such/folder", "-e", "x", "-c", "y"], 2, "does not exist"),
+        (["scan", ".", "-e", "x", "-c", "/no/such/bundle"], 3, "is not a calibration bundle"),
+        (["scan", ".", "-e", "x", "-c", "y", "--fdr", "2"], 2, "--fdr must be between 0 and 1"),
+    ],
+    ids=["missing-images", "missing-calibration", "bad-fdr"],
+)
+def test_input_errors_fail_before_torch_is_imported(args: list[str], code: int, needle: str) -> None:
+    """A typo must fail at once, not after the seconds it takes to import torch."""
+    prog = (
+        "import sys\n"
+        "from auditmi.cli.main import run\n"
+        f"sys.argv = ['auditmi', *{args!r}]\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit as e:\n"
+        "    print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\n"
+        "    raise\n"
+    )
+    p = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert p.returncode == code, p.stderr
+    assert needle in " ".join(p.stderr.split())
+    assert "torch imported: False" in p.stderr

@@ -83,6 +83,22 @@ def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, An
     }
 
 
+def _precheck(images: list[Path], reference: list[Path], calibration: Path, fpr: float | None, fdr: float, alpha: float) -> None:
+    """The checks that need no torch, before importing it: typos fail in a fraction of a second.
+    The same checks run again inside the scan, with the same messages."""
+    from auditmi._paths import calibration_meta_path
+    from auditmi.images import check_exists
+
+    for name, v in (("--fdr", fdr), ("--alpha", alpha)):
+        if not 0 < v < 1:
+            raise InputError(f"{name} must be between 0 and 1 (got {v}).")
+    if fpr is not None and not 0 < fpr < 1:
+        raise InputError(f"--fpr must be between 0 and 1 (got {fpr}).")
+    for p in [*images, *reference]:
+        check_exists(p)
+    calibration_meta_path(calibration)
+
+
 class _Plain(Table):
     """A table whose cells are plain text: file names and reasons are never read as rich markup."""
 
@@ -172,16 +188,17 @@ def scan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
+    _precheck(images, reference or [], calibration, fpr, fdr, alpha)
+    tr = read_truth(truth) if truth else None
+    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
+        if not dest.parent.is_dir():
+            raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
     from auditmi.audit import ScanOptions, run_scan
     from auditmi.report import InvalidReportError, validate_report, write_html, write_json
 
     opts = ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                        seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
                        use_cache=not no_cache, workers=workers)
-    tr = read_truth(truth) if truth else None
-    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
-        if not dest.parent.is_dir():
-            raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
     with progress_bar(not quiet) as cb:
         report = run_scan(images, opts, progress=cb, command=command_line())
     if tr is not None:
