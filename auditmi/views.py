@@ -203,66 +203,15 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return g.unsqueeze(1)
 
 
-def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return (f[:, None, None, None] * a + (1 - f[:, None, None, None]) * b).clamp_(0, 1)
-
-
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    cr_div = torch.where(eqc, ones, cr)
-    rc = (maxc - r) / cr_div
-    gc = (maxc - g) / cr_div
-    bc = (maxc - b) / cr_div
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    return torch.stack((h, s, maxc), dim=1)
-
-
 # Which of (v, q, p, t) each RGB channel takes in each of the six hue sectors (torchvision's table).
 _SECTOR_PICK = ((0, 1, 2, 2, 3, 0), (3, 0, 0, 1, 2, 2), (2, 2, 3, 0, 0, 1))
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x[:, 0], x[:, 1], x[:, 2]
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0, 1)
-    q = (v * (1.0 - s * f)).clamp(0, 1)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0, 1)
-    cand = torch.stack((v, q, p, t), dim=1)  # (K, 4, H, W)
-    # Selecting per pixel is exact, so this equals torchvision's one-hot einsum bit for bit,
-    # at a fraction of its cost.
-    table = torch.tensor(_SECTOR_PICK, device=x.device)  # (3 channels, 6 sectors)
-    idx = table[:, i].permute(1, 0, 2, 3)  # (K, 3, H, W)
-    return cand.gather(1, idx)
-
-
-def _adjust(x: torch.Tensor, op: int, f: torch.Tensor) -> torch.Tensor:
-    if op == 0:  # brightness: blend with black
-        return (x * f[:, None, None, None]).clamp_(0, 1)
-    if op == 1:  # contrast: blend with the mean gray level
-        mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-        return _blend(x, mean.expand_as(x), f)
-    if op == 2:  # saturation: blend with the grayscale image
-        return _blend(x, _gray(x).expand_as(x), f)
-    hsv = _rgb_to_hsv(x)
-    hsv[:, 0] = torch.fmod(hsv[:, 0] + f[:, None, None] + 1.0, 1.0)
-    return _hsv_to_rgb(hsv)
-
-
 def _hue_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``_adjust(x, 3, shift)`` (RGB -> HSV, hue + shift, HSV -> RGB) with the same operations on
-    the same operands, in place on a few buffers instead of ~50 fresh tensors; the result is
-    equal bit for bit (tests/test_views.py checks it)."""
+    """Hue shift as torchvision's ``adjust_hue`` formulates it on tensors (RGB -> HSV, hue + shift
+    mod 1, HSV -> RGB), with the same operations on the same operands, but in place on a few
+    buffers instead of ~50 fresh tensors; tests/test_views.py checks it against the
+    straightforward formulation bit for bit."""
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
     maxc = x.amax(dim=1)
     minc = x.amin(dim=1)
@@ -303,7 +252,8 @@ def _jitter(v: torch.Tensor, on: torch.Tensor, factors: torch.Tensor, order: tor
     black, the mean gray level or the grayscale image), so one step applies all three to every
     view at once; a view whose step is hue, or that is not jittered, gets ``f = 1``, which leaves
     it unchanged exactly. Only hue, a per-pixel HSV round trip, runs on the subset that needs it.
-    The arithmetic per view is that of :func:`_adjust`.
+    The arithmetic per view is that of one masked adjustment at a time (tests/test_views.py
+    checks the two agree bit for bit).
     """
     ones = torch.ones_like(factors[:, 0])
     zeros = torch.zeros_like(ones)
