@@ -20,3 +20,14 @@ def calibration_meta_path(path: str | Path) -> Path:
             f"{p} is not a calibration bundle ({META_NAME} not found). Create one with `auditmi calibrate --shadow-data DIR --out {p}`."
         )
     return mp
+
+
+def precheck(paths: "list[Path] | tuple[Path, ...]" = (), calibration: str | Path | None = None) -> None:
+    """Fail at once on a missing calibration bundle or image path (the same errors, with the same
+    messages, as the full run would raise after importing torch)."""
+    from auditmi.images import check_exists
+
+    if calibration is not None:
+        calibration_meta_path(calibration)
+    for p in paths:
+        check_exists(p)

@@ -517,8 +517,10 @@ def test_report_destination_in_a_missing_folder_is_refused_before_scanning(calib
         (["scan", "/no/such/folder", "-e", "x", "-c", "y"], 2, "does not exist"),
         (["scan", ".", "-e", "x", "-c", "/no/such/bundle"], 3, "is not a calibration bundle"),
         (["scan", ".", "-e", "x", "-c", "y", "--fdr", "2"], 2, "--fdr must be between 0 and 1"),
+        (["evaluate", "-e", "x", "-c", "/no/such/bundle", "--members", ".", "--non-members", "."], 3, "is not a calibration bundle"),
+        (["calibrate", "--shadow-data", "/no/such/folder", "--out", "/tmp/unused"], 2, "does not exist"),
     ],
-    ids=["missing-images", "missing-calibration", "bad-fdr"],
+    ids=["missing-images", "missing-calibration", "bad-fdr", "evaluate-missing-calibration", "calibrate-missing-data"],
 )
 def test_input_errors_fail_before_torch_is_imported(args: list[str], code: int, needle: str) -> None:
     """A typo must fail at once, not after the seconds it takes to import torch."""

@@ -38,6 +38,9 @@ def calibrate(
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
     import json
 
+    from auditmi._paths import precheck
+
+    precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
     from auditmi.audit import CalibrateOptions, run_calibrate
 
     kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))

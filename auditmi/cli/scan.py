@@ -86,16 +86,14 @@ def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, An
 def _precheck(images: list[Path], reference: list[Path], calibration: Path, fpr: float | None, fdr: float, alpha: float) -> None:
     """The checks that need no torch, before importing it: typos fail in a fraction of a second.
     The same checks run again inside the scan, with the same messages."""
-    from auditmi._paths import calibration_meta_path
-    from auditmi.images import check_exists
+    from auditmi._paths import calibration_meta_path, precheck
 
     for name, v in (("--fdr", fdr), ("--alpha", alpha)):
         if not 0 < v < 1:
             raise InputError(f"{name} must be between 0 and 1 (got {v}).")
     if fpr is not None and not 0 < fpr < 1:
         raise InputError(f"--fpr must be between 0 and 1 (got {fpr}).")
-    for p in [*images, *reference]:
-        check_exists(p)
+    precheck([*images, *reference])
     calibration_meta_path(calibration)
 
 
