@@ -62,8 +62,7 @@ class ViewConfig:
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
                 problems.append(f"{name} must hold finite numbers (got {list(vals)})")
         if not problems:
-            lo, hi = self.scale
-            if len(self.scale) != 2 or not 0 < lo <= hi <= 1:
+            if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
                 problems.append(f"scale must be (low, high) with 0 < low <= high <= 1 (got {list(self.scale)})")
             if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
                 problems.append(f"ratio must be (low, high) with 0 < low <= high (got {list(self.ratio)})")

@@ -449,6 +449,8 @@ def test_jitter_equals_the_per_operation_reference_exactly() -> None:
         ({"jitter": (0.4, float("inf"), 0.4, 0.1)}, "finite numbers"),
         ({"algorithm": "auditmi-views-v2"}, "cannot be reproduced by this auditmi"),
         ({"n_views": 3.0}, "must be an integer"),
+        ({"scale": (0.2,)}, "scale must be"),
+        ({"jitter": (0.4, 0.4, 0.4)}, "jitter must be"),
     ],
 )
 def test_invalid_view_configurations_are_refused_with_the_reason(kwargs, needle) -> None:
