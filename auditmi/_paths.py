@@ -1,11 +1,12 @@
-"""Cheap checks on user-given artifact paths, importable without torch (the CLI runs them first
-so that a typo fails in a fraction of a second instead of after the heavy imports)."""
+"""Cheap checks of user input (paths, bundles, rates), importable without torch: the CLI runs them
+first so that a typo fails in a fraction of a second instead of after the heavy imports, and the
+library runs the same functions, so the messages cannot drift apart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from auditmi.errors import CalibrationError
+from auditmi.errors import CalibrationError, InputError
 
 #: The JSON file of a calibration bundle.
 META_NAME = "calibration.json"
@@ -31,3 +32,12 @@ def precheck(paths: "list[Path] | tuple[Path, ...]" = (), calibration: str | Pat
         calibration_meta_path(calibration)
     for p in paths:
         check_exists(p)
+
+
+def check_rates(fpr: float | None, fdr: float, alpha: float) -> None:
+    """``--fpr``, ``--fdr`` and ``--alpha`` must lie strictly between 0 and 1."""
+    for name, v in (("--fdr", fdr), ("--alpha", alpha)):
+        if not 0 < v < 1:
+            raise InputError(f"{name} must be between 0 and 1 (got {v}).")
+    if fpr is not None and not 0 < fpr < 1:
+        raise InputError(f"--fpr must be between 0 and 1 (got {fpr}).")

@@ -27,6 +27,7 @@ import torch
 
 from auditmi import __version__
 from auditmi import stats as S
+from auditmi._paths import check_rates
 from auditmi.cache import FeatureCache, default_cache_dir
 from auditmi.calibration import Calibration, fit_calibration, load_calibration, save_calibration
 from auditmi.encoders import Encoder, load_encoder, resolve_device
@@ -125,11 +126,7 @@ def _binomial_power(flag_rate: float, fpr: float, alpha: float, power: float = 0
 def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress | None = None, command: str = "") -> dict[str, Any]:
     """Audit ``images`` against an encoder; returns the JSON-able report (schema in auditmi/schemas)."""
     t0 = _dt.datetime.now(_dt.timezone.utc)
-    for name, v in (("--fdr", opts.fdr), ("--alpha", opts.alpha)):
-        if not 0 < v < 1:
-            raise InputError(f"{name} must be between 0 and 1 (got {v}).")
-    if opts.fpr is not None and not 0 < opts.fpr < 1:
-        raise InputError(f"--fpr must be between 0 and 1 (got {opts.fpr}).")
+    check_rates(opts.fpr, opts.fdr, opts.alpha)
     suspects = discover_images(images, "suspect")
     refs = discover_images(opts.reference, "reference") if opts.reference else []
     cal = load_calibration(opts.calibration)

@@ -239,7 +239,8 @@ def compute_features(
     # On a CPU encoder the workers render the views (batched over a chunk of images) and, where
     # processes can be forked (the encoder is shared, not pickled), embed them too with one
     # thread each; on a GPU they only decode and rendering runs batched on the device.
-    if encoder.device.type == "cpu" and _fork_available():
+    fork = _fork_available()
+    if encoder.device.type == "cpu" and fork:
         # No more workers than chunks of images; a lone single-threaded worker would be slower
         # than this process using every core, so that case runs here.
         workers = min(workers, -(-len(paths) // max(1, bs // n_views)))
@@ -248,7 +249,7 @@ def compute_features(
     elif len(paths) < 64:
         workers = min(workers, 1)
     cpu = encoder.device.type == "cpu" and workers > 0
-    parallel_embed = cpu and _fork_available()
+    parallel_embed = cpu and fork
     render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if cpu else None
     if render is not None:
         # Import torchvision's roi_align once here: forked workers inherit it instead of each

@@ -83,20 +83,6 @@ def truth_summary(report: dict[str, Any], truth: dict[str, int]) -> dict[str, An
     }
 
 
-def _precheck(images: list[Path], reference: list[Path], calibration: Path, fpr: float | None, fdr: float, alpha: float) -> None:
-    """The checks that need no torch, before importing it: typos fail in a fraction of a second.
-    The same checks run again inside the scan, with the same messages."""
-    from auditmi._paths import calibration_meta_path, precheck
-
-    for name, v in (("--fdr", fdr), ("--alpha", alpha)):
-        if not 0 < v < 1:
-            raise InputError(f"{name} must be between 0 and 1 (got {v}).")
-    if fpr is not None and not 0 < fpr < 1:
-        raise InputError(f"--fpr must be between 0 and 1 (got {fpr}).")
-    precheck([*images, *reference])
-    calibration_meta_path(calibration)
-
-
 class _Plain(Table):
     """A table whose cells are plain text: file names and reasons are never read as rich markup."""
 
@@ -186,7 +172,13 @@ def scan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
-    _precheck(images, reference or [], calibration, fpr, fdr, alpha)
+    # Checks that need no torch run before importing it, so a typo fails at once; the scan
+    # repeats them with the same functions.
+    from auditmi._paths import check_rates, precheck
+
+    check_rates(fpr, fdr, alpha)
+    precheck([*images, *(reference or [])])
+    precheck(calibration=calibration)
     tr = read_truth(truth) if truth else None
     for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
         if not dest.parent.is_dir():
