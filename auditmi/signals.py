@@ -1,0 +1,91 @@
+"""Black-box membership signals of one image under one encoder, from its view embeddings.
+
+Pure functions (no I/O, no encoder): the caller embeds an image's ``n`` augmented views and the
+whole image (un-augmented, resized to the encoder's input size) and passes the RAW embeddings
+(before L2 normalisation). Per image this module keeps a fixed-length vector of
+
+* the ``n(n-1)/2`` pairwise cosines of the views (EncoderMI's features),
+* the ``n`` cosines of each view to the whole image (part-versus-whole alignment),
+* the ``n`` raw embedding norms of the views and the raw norm of the whole image (LpLA: the
+  cosine throws the norm away, so it is a free extra signal where the backend exposes it),
+
+and derives summary statistics from it (:func:`summaries`). The raw vector is what the feature
+cache stores, so new summaries never need the encoder again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SIGNAL_ALGORITHM = "auditmi-signals-v1"
+
+#: Summary statistics of each image, in this order (see :func:`summaries`).
+SUMMARY_NAMES: tuple[str, ...] = (
+    "pair_mean", "pair_median", "pair_min", "pair_std",
+    "whole_mean", "whole_median", "whole_min", "whole_std",
+    "lognorm_view_mean", "lognorm_whole",
+)
+
+
+def layout(n_views: int) -> dict[str, slice]:
+    """Where each block sits in an image's raw signal vector."""
+    p = n_views * (n_views - 1) // 2
+    return {
+        "pair": slice(0, p),
+        "whole": slice(p, p + n_views),
+        "norm_view": slice(p + n_views, p + 2 * n_views),
+        "norm_whole": slice(p + 2 * n_views, p + 2 * n_views + 1),
+    }
+
+
+def n_raw(n_views: int) -> int:
+    """Length of an image's raw signal vector (66 for 10 views)."""
+    return n_views * (n_views - 1) // 2 + 2 * n_views + 1
+
+
+def raw_signals(views: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """Raw signal vectors of N images.
+
+    Args:
+        views: (N, n, D) raw view embeddings (not normalised).
+        whole: (N, D) raw embeddings of the whole images.
+
+    Returns:
+        float32 (N, :func:`n_raw`) tensor: pairwise cosines (strict upper triangle, row-major),
+        view-to-whole cosines, view norms, whole-image norm.
+    """
+    v = views.float()
+    w = whole.float()
+    n = v.shape[1]
+    vn = torch.nn.functional.normalize(v, dim=-1)
+    wn = torch.nn.functional.normalize(w, dim=-1)
+    iu = torch.triu_indices(n, n, offset=1, device=v.device)
+    pair = (vn @ vn.transpose(1, 2))[:, iu[0], iu[1]]
+    to_whole = (vn * wn[:, None, :]).sum(-1)
+    return torch.cat([pair, to_whole, v.norm(dim=-1), w.norm(dim=-1, keepdim=True)], dim=1)
+
+
+def summaries(raw: np.ndarray, n_views: int) -> np.ndarray:
+    """(N, len(SUMMARY_NAMES)) summary statistics of raw signal vectors (float64).
+
+    Norms enter as logarithms: the difficulty model is linear, and a log makes an encoder-wide
+    scale factor an additive offset.
+    """
+    r = np.asarray(raw, dtype=np.float64)
+    if r.ndim != 2 or r.shape[1] != n_raw(n_views):
+        raise ValueError(f"raw signals must be (N, {n_raw(n_views)}) for {n_views} views, got {r.shape}")
+    lay = layout(n_views)
+    out = []
+    for key in ("pair", "whole"):
+        b = r[:, lay[key]]
+        out += [b.mean(1), np.median(b, 1), b.min(1), b.std(1)]
+    eps = 1e-12
+    out.append(np.log(r[:, lay["norm_view"]] + eps).mean(1))
+    out.append(np.log(r[:, lay["norm_whole"]][:, 0] + eps))
+    return np.stack(out, axis=1)
+
+
+def pairwise_block(raw: np.ndarray, n_views: int) -> np.ndarray:
+    """The EncoderMI features (pairwise cosines) inside raw signal vectors."""
+    return np.asarray(raw)[:, layout(n_views)["pair"]]

@@ -1,0 +1,177 @@
+"""Raw versus reference-calibrated (EncoderMI-R) membership scores on the bundled example.
+
+Target: examples/fashion/encoder (64 members, 2,500 epochs). Shadows: the K encoders of
+benchmarks/train_shadows.py (public pool of Fashion-MNIST train images, seeded halves).
+Reference: examples/fashion/reference (200 test-split non-members).
+
+No calibration step sees an evaluated image:
+  * the score's regression and combination are chosen on the shadows alone (auditmi.shadow_game);
+  * the difficulty model is fitted on the reference (its own scores cross-fitted);
+  * evaluation: all 64 target members and N unseen test-split images (not in reference/ or
+    suspect/, nor any image of the example's splits), each scored as a suspect.
+
+Also: AUC against the number of shadows, the README's suspect folder (rank test), and random
+draws of 40 unseen test images as suspects (how often the rank test says likely-used).
+
+Usage (from the repository root, after benchmarks/train_shadows.py):
+  python benchmarks/calibrated.py [--shadows-dir benchmarks/.work/shadows] [--unseen 1000] [--json benchmarks/results/calibrated.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from auditmi import difficulty as D  # noqa: E402
+from auditmi import stats as S  # noqa: E402
+from auditmi.datasets import fashion_mnist  # noqa: E402
+from auditmi.encoders.local import load_local  # noqa: E402
+from auditmi.shadow_game import choose_spec  # noqa: E402
+from auditmi.signal_features import compute_signals  # noqa: E402
+from auditmi.signals import SUMMARY_NAMES, summaries  # noqa: E402
+from auditmi.views import ViewConfig  # noqa: E402
+
+EX = ROOT / "examples" / "fashion"
+CFG = ViewConfig()
+SEED = 0
+
+
+def write_pngs(x: np.ndarray, idx: np.ndarray, folder: Path, prefix: str) -> list[Path]:
+    """Images as grayscale PNGs, written the way examples/fashion/build.py writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in idx:
+        p = folder / f"{prefix}_{int(i):05d}.png"
+        if not p.exists():
+            Image.fromarray(x[int(i)]).save(p)
+        out.append(p)
+    return out
+
+
+def signals_for(enc_dir: Path, paths: list[Path], name: str, cache: Path) -> np.ndarray:
+    """(N, d) summary signals of ``paths`` under the encoder in ``enc_dir`` (cached per encoder and set)."""
+    enc = load_local(enc_dir, torch.device("cpu"))
+    f = cache / f"{enc.info['weights_sha256'][:16]}-{name}.npz"
+    if f.exists():
+        z = np.load(f)
+        if len(z["raw"]) == len(paths):
+            return summaries(z["raw"], CFG.n_views)
+    s = compute_signals(paths, enc, CFG, SEED)
+    assert not s.skipped, s.skipped
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(f, raw=s.raw, sha=np.array(s.sha256))
+    return summaries(s.raw, CFG.n_views)
+
+
+def metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    return {"auc": round(S.rank_test(s[y == 1], s[y == 0]).auc, 4), "tpr_at_1pct_fpr": round(S.tpr_at_fpr(y, s, 0.01), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shadows-dir", default=str(ROOT / "benchmarks" / ".work" / "shadows"))
+    ap.add_argument("--unseen", type=int, default=1000)
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "calibrated.json"))
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t0 = time.time()
+    work = ROOT / "benchmarks" / ".work" / "calib"
+    sdir = Path(a.shadows_dir)
+    pool = json.loads((sdir / "pool.json").read_text())
+    shadow_dirs = sorted((p for p in sdir.glob("shadow-*") if (p / "final" / "encoder.json").exists()), key=lambda p: int(p.name.split("-")[1]))
+    k_idx = [int(p.name.split("-")[1]) for p in shadow_dirs]
+    man = json.loads((EX / "manifest.json").read_text())
+    xtr, _ = fashion_mnist("train")
+    xte, _ = fashion_mnist("test")
+    used_test = set(man["target_non_members_test_idx"])  # covers suspect/ non-members and reference/
+    rng = np.random.default_rng(2026)
+    unseen_idx = np.sort(rng.choice(np.setdiff1d(np.arange(10000), sorted(used_test)), a.unseen, replace=False))
+    sets = {
+        "members": write_pngs(xtr, np.array(man["target_members_train_idx"]), work / "members", "tr"),
+        "unseen": write_pngs(xte, unseen_idx, work / "unseen", "te"),
+        "pool": write_pngs(xtr, np.array(pool["pool_train_idx"]), work / "pool", "tr"),
+        "reference": sorted((EX / "reference").glob("*.png")),
+        "suspect": sorted((EX / "suspect").glob("*.png")),
+    }
+    encs = {"target": EX / "encoder", **{f"shadow-{k}": d / "final" for k, d in zip(k_idx, shadow_dirs)}}
+    sig = {e: {s: signals_for(d, p, s, work / "signals") for s, p in sets.items()} for e, d in encs.items()}
+    shadows = [f"shadow-{k}" for k in k_idx]
+
+    def stack(names: list[str], s: str) -> np.ndarray:
+        return np.stack([sig[n][s] for n in names], axis=1)
+
+    # 1. Choose the score on the shadows alone.
+    inc = np.array([[int(i) in set(m) for i in pool["pool_train_idx"]] for m in (pool["members"][k] for k in k_idx)])
+    spec = choose_spec(stack(shadows, "pool"), inc)
+    y = np.r_[np.ones(len(sets["members"])), np.zeros(len(sets["unseen"]))]
+    res: dict = {"n_shadows": len(shadows), "shadows": shadows, "spec": spec.to_dict(),
+                 "evaluation": {"members": len(sets["members"]), "unseen_test": len(sets["unseen"]), "reference": len(sets["reference"])}}
+
+    # 2. Raw signals of the target (no calibration).
+    res["raw"] = {n: metrics(y, np.r_[sig["target"]["members"][:, j], sig["target"]["unseen"][:, j]]))
+                  for j, n in enumerate(SUMMARY_NAMES)}
+
+    def calibrated(names: list[str], sp: D.ScoreSpec) -> tuple[D.DifficultyFit, np.ndarray, np.ndarray]:
+        f = D.fit(sig["target"]["reference"], stack(names, "reference"), sp)
+        ev = np.r_[D.score(f, sig["target"]["members"], stack(names, "members")), D.score(f, sig["target"]["unseen"], stack(names, "unseen"))]
+        oof = D.cross_fit_scores(sig["target"]["reference"], stack(names, "reference"), sp, seed=SEED)
+        return f, ev, oof
+
+    f, ev, oof = calibrated(shadows, spec)
+    res["calibrated"] = metrics(y, ev)
+    res["difficulty_r2"] = dict(zip(spec.signals, [round(float(v), 3) for v in f.r2]))
+    # Per-signal calibrated (same regression, one signal at a time), for the table.
+    res["calibrated_single"] = {}
+    for j, n in enumerate(SUMMARY_NAMES):
+        w = np.zeros(len(SUMMARY_NAMES))
+        w[j] = 1.0
+        _, e1, _ = calibrated(shadows, D.ScoreSpec(regression=spec.regression, weights=list(w)))
+        res["calibrated_single"][n] = metrics(y, e1)
+    # Deployed threshold: conformal rule on the reference's out-of-fold scores.
+    for fpr in (0.01, 0.05):
+        thr = S.threshold_at_fpr(oof, fpr)
+        res[f"deployed_fpr{fpr:g}"] = {"threshold": float(thr), "tpr_members": round(float(np.mean(ev[y == 1] >= thr)), 4),
+                                      "fpr_unseen": round(float(np.mean(ev[y == 0] >= thr)), 4)}
+    # 3. AUC against the number of shadows (spec from the game with all shadows, refitted on the reference).
+    res["by_n_shadows"] = {}
+    for k in (1, 2, 4, 8, 16):
+        if k <= len(shadows):
+            _, e, _ = calibrated(shadows[:k], spec)
+            res["by_n_shadows"][k] = metrics(y, e)
+    # 4. README example: suspect/ vs reference/ (suspects scored by the full fit, reference out-of-fold).
+    sus = D.score(f, sig["target"]["suspect"], stack(shadows, "suspect"))
+    rt = S.rank_test(sus, oof)
+    truth = {r.split(",")[0]: int(r.split(",")[1]) for r in (EX / "suspect" / "truth.csv").read_text().split()[1:]}
+    ys = np.array([truth[p.name] for p in sets["suspect"]])
+    pv = S.empirical_pvalues(sus, oof)
+    bh = S.benjamini_hochberg(pv, 0.1)
+    raw_rt = S.rank_test(sig["target"]["suspect"][:, 0], sig["target"]["reference"][:, 0])
+    res["readme_suspects"] = {"rank_p": rt.p_value, "auc": round(rt.auc, 4), "raw_pair_mean_rank_p": raw_rt.p_value,
+                              "bh_q0.1_flags": int(bh.sum()), "bh_true_members": int((bh & (ys == 1)).sum()),
+                              "suspect_auc_vs_truth": round(S.rank_test(sus[ys == 1], sus[ys == 0]).auc, 4)}
+    # 5. Null draws: 40 unseen test images as suspects.
+    un = ev[y == 0]
+    rng = np.random.default_rng(7)
+    rej = sum(S.rank_test(un[rng.choice(un.size, 40, replace=False)], oof).p_value < 0.05 for _ in range(a.draws))
+    res["null_draws_40_unseen"] = {"draws": a.draws, "likely_used_rate": rej / a.draws}
+    res["seconds"] = round(time.time() - t0, 1)
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""EncoderMI-R: the difficulty model, cross-fitting, and choosing the score on the shadows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auditmi import difficulty as D
+from auditmi import stats as S
+from auditmi.shadow_game import choose_spec, play
+from auditmi.signals import SUMMARY_NAMES
+
+DIM = len(SUMMARY_NAMES)
+
+
+def synth(n: int, k: int, member: np.ndarray, seed: int, effect: float = 0.6):
+    """Signals with a per-image difficulty shared by all encoders; members get a shift in signal 0."""
+    rng = np.random.default_rng(seed)
+    diff = rng.normal(size=(n, DIM))
+    shadows = diff[:, None, :] + 0.3 * rng.normal(size=(n, k, DIM))
+    target = 0.5 + 1.5 * diff + 0.3 * rng.normal(size=(n, DIM))
+    target[:, 0] += effect * member
+    return target, shadows
+
+
+def test_calibration_removes_difficulty_and_scores_are_per_image():
+    n_ref, n_ev = 300, 400
+    member = np.r_[np.zeros(n_ref), np.ones(n_ev // 2), np.zeros(n_ev // 2)]
+    t, s = synth(n_ref + n_ev, 4, member, seed=1)
+    spec = D.ScoreSpec(regression="ols_same", weights=[1.0] + [0.0] * (DIM - 1))
+    f = D.fit(t[:n_ref], s[:n_ref], spec)
+    assert f.r2[0] > 0.9  # difficulty explains most of the non-member variance
+    y = member[n_ref:]
+    cal = D.score(f, t[n_ref:], s[n_ref:])
+    raw_auc = S.rank_test(t[n_ref:, 0][y == 1], t[n_ref:, 0][y == 0]).auc
+    cal_auc = S.rank_test(cal[y == 1], cal[y == 0]).auc
+    assert cal_auc > raw_auc + 0.2
+    # one image's score does not depend on the others scored with it
+    single = np.array([D.score(f, t[n_ref + i : n_ref + i + 1], s[n_ref + i : n_ref + i + 1])[0] for i in range(5)])
+    np.testing.assert_allclose(single, cal[:5])
+    # spec round-trips through JSON form
+    assert D.ScoreSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()
+    with pytest.raises(ValueError):
+        D.ScoreSpec.from_dict({**spec.to_dict(), "regression": "magic"})
+
+
+def test_cross_fitted_reference_scores_are_out_of_sample():
+    t, s = synth(60, 2, np.zeros(60), seed=2)
+    spec = D.ScoreSpec(regression="ols_all", weights=[1.0] + [0.0] * (DIM - 1), folds=5)
+    oof = D.cross_fit_scores(t, s, spec)
+    ins = D.score(D.fit(t, s, spec), t, s)
+    # in-sample residuals are shrunk by the fit; out-of-fold ones are not
+    assert np.std(oof) > np.std(ins)
+    np.testing.assert_allclose(oof, D.cross_fit_scores(t, s, spec))  # deterministic
+
+
+@pytest.mark.slow
+def test_rank_test_and_pvalues_keep_their_level_under_the_null():
+    """Null: suspects and reference are all non-members; suspects scored by the full fit,
+    reference by cross-fitting. Rejection rate at 0.05 stays within 2 s.e. of 0.05 (or below)."""
+    spec = D.ScoreSpec(regression="ols_all", weights=list(np.ones(DIM) / DIM))
+    rej, pv_small, reps = 0, 0, 300
+    for r in range(reps):
+        t, s = synth(140, 3, np.zeros(140), seed=100 + r)
+        ref, sus = slice(0, 100), slice(100, 140)
+        oof = D.cross_fit_scores(t[ref], s[ref], spec, seed=r)
+        sc = D.score(D.fit(t[ref], s[ref], spec), t[sus], s[sus])
+        rej += S.rank_test(sc, oof).p_value < 0.05
+        pv_small += int(S.empirical_pvalues(sc[:1], oof)[0] <= 0.05)
+    se = np.sqrt(0.05 * 0.95 / reps)
+    assert rej / reps <= 0.05 + 2.5 * se
+    assert pv_small / reps <= 0.05 + 2.5 * se
+
+
+def test_shadow_game_picks_an_informative_score():
+    n, k = 120, 5
+    rng = np.random.default_rng(3)
+    inc = np.zeros((k, n), bool)
+    for i in range(k):
+        inc[i, rng.permutation(n)[: n // 2]] = True
+    diff = rng.normal(size=(n, DIM))
+    sig = diff[:, None, :] + 0.3 * rng.normal(size=(n, k, DIM))
+    sig[:, :, 4] += 0.8 * inc.T  # membership shows in "whole_mean"
+    g = play(sig, inc, "ols_same", folds=5)
+    assert len(g.z) == k and all(z.shape[1] == DIM for z in g.z)
+    spec = choose_spec(sig, inc, folds=5, regressions=("diff", "ols_same"), combinations=("lda", "pair_mean", "whole_mean"))
+    assert spec.chosen_by["combination"] in ("lda", "whole_mean")
+    assert abs(spec.weights[4]) == max(abs(w) for w in spec.weights) and spec.weights[4] > 0
+    assert spec.chosen_by["mean_auc"][f"{spec.regression}/pair_mean"] < 0.65
+    with pytest.raises(ValueError):
+        choose_spec(sig[:, :2], inc[:2])
+
+
+def test_reference_threshold_is_conservative_and_reports_its_uncertainty():
+    from auditmi.thresholds import reference_threshold
+
+    rng = np.random.default_rng(5)
+    hits, reps = [], 2000
+    for _ in range(reps):
+        ref, new = rng.normal(size=200), rng.normal(size=50)
+        thr = reference_threshold(ref, 0.05)
+        hits.append(np.mean(new >= thr.threshold))
+    assert np.mean(hits) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / (reps * 50))
+    t = reference_threshold(np.arange(200.0), 0.01)
+    assert t.reference_above == 1 and t.threshold > 198 and t.expected_fpr <= 0.01
+    assert t.fpr_interval[0] < t.expected_fpr < t.fpr_interval[1]
+    # the rule equals "empirical p-value <= fpr"
+    s = np.array([197.5, 198.0, 198.5, 199.5])
+    np.testing.assert_array_equal(s >= t.threshold, S.empirical_pvalues(s, np.arange(200.0)) <= 0.01)
+    small = reference_threshold(np.arange(50.0), 0.01)
+    assert small.threshold == np.inf and "cannot resolve" in small.note
