@@ -51,7 +51,7 @@ class ScoreSpec:
                 "folds": int(self.folds), "chosen_by": self.chosen_by}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ScoreSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ScoreSpec:
         """Inverse of :meth:`to_dict`."""
         if d.get("regression") not in REGRESSIONS:
             raise ValueError(f"unknown difficulty regression {d.get('regression')!r}; known: {', '.join(REGRESSIONS)}")

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from auditmi.difficulty import REGRESSIONS, ScoreSpec, cross_fit_residuals, fit, residuals
+from auditmi.difficulty import (
+    REGRESSIONS,
+    ScoreSpec,
+    cross_fit_residuals,
+    fit,
+    residuals,
+)
 from auditmi.signals import SUMMARY_NAMES
 
 

@@ -11,9 +11,9 @@ survives.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,14 @@ import torch
 from auditmi.encoders.base import Encoder
 from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
 from auditmi.signals import n_raw, raw_signals
-from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
+from auditmi.views import (
+    ViewConfig,
+    ViewParams,
+    pad_batch,
+    params_for_image,
+    render_views,
+    working_side,
+)
 
 ProgressFn = Callable[[int, int], None]
 

@@ -52,10 +52,10 @@ def reference_threshold(reference_scores: Any, fpr: float, confidence: float = 0
     if not 0 < fpr < 1:
         raise ValueError(f"fpr must lie strictly between 0 and 1 (got {fpr})")
     n = a.size
-    m = int(math.floor(fpr * (n + 1) + 1e-9)) - 1
+    m = math.floor(fpr * (n + 1) + 1e-9) - 1
     lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
     if m < 0:
-        need = int(math.ceil(1 / fpr)) - 1
+        need = math.ceil(1 / fpr) - 1
         return ReferenceThreshold(fpr, math.inf, n, 0, 0.0, (0.0, 0.0), confidence,
                                   note=f"{n} reference images cannot resolve a false-positive rate of {fpr:g}: at least {need} are needed; nothing is flagged.")
     m = min(m, n - 1)

@@ -32,14 +32,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from auditmi import difficulty as D  # noqa: E402
-from auditmi import stats as S  # noqa: E402
-from auditmi.datasets import fashion_mnist  # noqa: E402
-from auditmi.encoders.local import load_local  # noqa: E402
-from auditmi.shadow_game import choose_spec  # noqa: E402
-from auditmi.signal_features import compute_signals  # noqa: E402
-from auditmi.signals import SUMMARY_NAMES, summaries  # noqa: E402
-from auditmi.views import ViewConfig  # noqa: E402
+from auditmi import difficulty as D
+from auditmi import stats as S
+from auditmi.datasets import fashion_mnist
+from auditmi.encoders.local import load_local
+from auditmi.shadow_game import choose_spec
+from auditmi.signal_features import compute_signals
+from auditmi.signals import SUMMARY_NAMES, summaries
+from auditmi.views import ViewConfig
 
 EX = ROOT / "examples" / "fashion"
 CFG = ViewConfig()
@@ -121,7 +121,7 @@ def main() -> None:
                  "evaluation": {"members": len(sets["members"]), "unseen_test": len(sets["unseen"]), "reference": len(sets["reference"])}}
 
     # 2. Raw signals of the target (no calibration).
-    res["raw"] = {n: metrics(y, np.r_[sig["target"]["members"][:, j], sig["target"]["unseen"][:, j]]))
+    res["raw"] = {n: metrics(y, np.r_[sig["target"]["members"][:, j], sig["target"]["unseen"][:, j]])
                   for j, n in enumerate(SUMMARY_NAMES)}
 
     def calibrated(names: list[str], sp: D.ScoreSpec) -> tuple[D.DifficultyFit, np.ndarray, np.ndarray]:

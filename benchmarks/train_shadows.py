@@ -29,10 +29,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from fmnist_setup import base_config  # noqa: E402
+from fmnist_setup import base_config
 
-from auditmi.datasets import fashion_mnist, gray_to_rgb_tensor  # noqa: E402
-from auditmi.shadow import train_encoder  # noqa: E402
+from auditmi.datasets import fashion_mnist, gray_to_rgb_tensor
+from auditmi.shadow import train_encoder
 
 MANIFEST = ROOT / "examples" / "fashion" / "manifest.json"
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from auditmi.features import pairwise_cosine
-from auditmi.signals import SUMMARY_NAMES, layout, n_raw, pairwise_block, raw_signals, summaries
+from auditmi.signals import (
+    SUMMARY_NAMES,
+    layout,
+    n_raw,
+    pairwise_block,
+    raw_signals,
+    summaries,
+)
 
 
 def test_raw_layout_and_pairwise_block_matches_encodermi_features():
