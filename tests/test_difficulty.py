@@ -109,3 +109,19 @@ def test_reference_threshold_is_conservative_and_reports_its_uncertainty():
     np.testing.assert_array_equal(s >= t.threshold, S.empirical_pvalues(s, np.arange(200.0)) <= 0.01)
     small = reference_threshold(np.arange(50.0), 0.01)
     assert small.threshold == np.inf and "cannot resolve" in small.note
+
+
+def test_calibrated_scores_mask_shadow_training_images():
+    from auditmi.reference_scores import calibrated_scores
+    from auditmi.shadow_bundle import ShadowEntry, ShadowSet
+
+    t, s = synth(120, 2, np.zeros(120), seed=9)
+    sha = [f"h{i}" for i in range(120)]
+    ents = [ShadowEntry(f"shadow-{k}", None, "", {}, 32, tr) for k, tr in enumerate((["h0", "h1", "h100"], ["h1"]))]
+    ss = ShadowSet(ents, D.ScoreSpec(regression="ols_same"))
+    out = calibrated_scores(t[100:], s[100:], sha[100:], t[:100], s[:100], sha[:100], ss)
+    assert out.reference_kept.sum() == 99 and not out.reference_kept[1]  # h1: both shadows trained on it
+    assert out.suspect_kept.all() and out.suspect_scores.shape == (20,) and out.reference_scores.shape == (99,)
+    acts = {o["sha256"]: o["action"] for o in out.overlap}
+    assert "excluded" in acts["h1"] and "not used" in acts["h0"] and "not used" in acts["h100"]
+    assert 0.5 < out.r2_out_of_fold <= out.r2["pair_mean"] + 0.05
