@@ -97,6 +97,7 @@ def _weights(name: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 COMBINATIONS = ("lda",) + SUMMARY_NAMES
+MIN_NON_MEMBERS = 40  # per playing shadow: ~4 per cross-fitting fold for a 10-regressor model
 
 
 def loso_auc(game: Game, combination: str) -> list[float]:
@@ -118,6 +119,9 @@ def choose_spec(signals: np.ndarray, members: np.ndarray, folds: int = 10, seed:
     """
     if np.asarray(signals).shape[1] < 3:
         raise ValueError("choosing the score on the shadows needs at least 3 shadows (one target, two references)")
+    n_non = int(np.min(np.sum(~np.asarray(members, dtype=bool), axis=1)))
+    if n_non < MIN_NON_MEMBERS:
+        raise ValueError(f"choosing the score on the shadows needs at least {MIN_NON_MEMBERS} public non-members per shadow (got {n_non})")
     table: dict[str, float] = {}
     best: tuple[float, str, str] | None = None
     games = {r: play(signals, members, r, folds, seed) for r in regressions}
