@@ -63,7 +63,7 @@ def load_public(paths: Sequence[Path], image_size: int, view_cfg: ViewConfig) ->
 def halves(n: int, k: int, seed: int, fraction: float = 0.5) -> np.ndarray:
     """(k, n) membership of images sorted by sha256: shadow 0 uses ``default_rng(seed)`` (the
     reference-free calibration's split), shadow i > 0 ``default_rng([seed, i])``."""
-    m = int(round(n * fraction))
+    m = round(n * fraction)
     inc = np.zeros((k, n), bool)
     for i in range(k):
         rng = np.random.default_rng(seed if i == 0 else [seed, i])
