@@ -7,8 +7,8 @@ reference-free classifiers (EncoderMI-T/V/S) are calibrated on, so a K-shadow bu
 one-shadow bundle instead of replacing it.
 
 After training, the public images' signals under every shadow feed the shadow game
-(:mod:`auditmi.shadow_game`), which chooses the regression and combination; with fewer than three
-shadows there is no game and the documented default is used.
+(:mod:`auditmi.shadow_game`), which chooses the regression and combination; with a single shadow
+there is no game and the documented default is used.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from auditmi.views import ViewConfig, working_side
 
 ProgressFn = Callable[[str, int, int], None]
 
-#: Used when there are too few shadows to choose on them: the view-to-whole and pairwise
+#: Used when there are too few shadows or public images to choose on them: the view-to-whole and pairwise
 #: alignments (the two signals with the largest effects in benchmarks/RESULTS.md), regressed on
 #: every shadow signal, equally weighted.
 DEFAULT_SPEC = ScoreSpec(regression="ols_all", weights=[0.5 if s in ("pair_mean", "whole_mean") else 0.0 for s in SUMMARY_NAMES],
-                         chosen_by={"method": "default (fewer than 3 shadows: no shadow game)"})
+                         chosen_by={"method": "default (one shadow: no shadow game)"})
 
 
 @dataclass
@@ -111,7 +111,7 @@ def build_shadow_set(public: PublicImages, bundle: Path, k: int, cfg: TrainConfi
     """Train the shadows, choose the score on them, and write them into ``bundle`` (see :mod:`auditmi.shadow_bundle`)."""
     finals, inc = train_shadow_set(public, k, cfg, view_cfg, seed, run_root, device, progress)
     spec = DEFAULT_SPEC
-    if k >= 3:
+    if k >= 2:
         try:
             spec = choose_spec(public_signals(public, finals, view_cfg, seed, device), inc, seed=seed)
         except ValueError as e:  # too few public images for the game: keep the default, say why

@@ -77,11 +77,29 @@ def metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return {"auc": round(S.rank_test(s[y == 1], s[y == 0]).auc, 4), "tpr_at_1pct_fpr": round(S.tpr_at_fpr(y, s, 0.01), 4)}
 
 
+def null_splits(target: np.ndarray, shadows: np.ndarray, spec: D.ScoreSpec, splits: int, n_sus: int = 40, n_ref: int = 200,
+                alpha: float = 0.05, seed: int = 11) -> dict:
+    """Rejection rates of the rank test and of BH flags (any image flagged) when nothing is a member."""
+    rng = np.random.default_rng(seed)
+    rank_rej = bh_rej = 0
+    for r in range(splits):
+        pick = rng.permutation(target.shape[0])[: n_sus + n_ref]
+        ref, sus = pick[:n_ref], pick[n_ref:]
+        oof = D.cross_fit_scores(target[ref], shadows[ref], spec, seed=r)
+        sc = D.score(D.fit(target[ref], shadows[ref], spec), target[sus], shadows[sus])
+        rank_rej += S.rank_test(sc, oof).p_value < alpha
+        bh_rej += bool(S.benjamini_hochberg(S.empirical_pvalues(sc, oof), alpha).any())
+    se = float(np.sqrt(alpha * (1 - alpha) / splits))
+    return {"splits": splits, "alpha": alpha, "n_suspects": n_sus, "n_reference": n_ref, "rank_test_rejection_rate": rank_rej / splits,
+            "bh_any_flag_rate": bh_rej / splits, "two_se": round(2 * se, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shadows-dir", default=str(ROOT / "benchmarks" / ".work" / "shadows"))
     ap.add_argument("--unseen", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--splits", type=int, default=500, help="null splits for the validity check")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "calibrated.json"))
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
@@ -167,6 +185,10 @@ def main() -> None:
     rng = np.random.default_rng(7)
     rej = sum(S.rank_test(un[rng.choice(un.size, 40, replace=False)], oof).p_value < 0.05 for _ in range(a.draws))
     res["null_draws_40_unseen"] = {"draws": a.draws, "likely_used_rate": rej / a.draws}
+    # 6. Null validity: suspects AND reference drawn from the same non-members, the whole EncoderMI-R
+    # procedure (fit on the reference, cross-fitted reference scores) redone on every split.
+    res["null_splits"] = null_splits(np.r_[sig["target"]["unseen"], sig["target"]["reference"]],
+                                     np.r_[stack(shadows, "unseen"), stack(shadows, "reference")], spec, a.splits)
     res["seconds"] = round(time.time() - t0, 1)
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1) + "\n")

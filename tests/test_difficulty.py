@@ -88,7 +88,7 @@ def test_shadow_game_picks_an_informative_score():
     assert abs(spec.weights[4]) == max(abs(w) for w in spec.weights) and spec.weights[4] > 0
     assert spec.chosen_by["mean_auc"][f"{spec.regression}/pair_mean"] < 0.65
     with pytest.raises(ValueError):
-        choose_spec(sig[:, :2], inc[:2])
+        choose_spec(sig[:, :1], inc[:1])
 
 
 def test_reference_threshold_is_conservative_and_reports_its_uncertainty():
