@@ -25,6 +25,7 @@ SUMMARY_NAMES: tuple[str, ...] = (
     "pair_mean", "pair_median", "pair_min", "pair_std",
     "whole_mean", "whole_median", "whole_min", "whole_std",
     "lognorm_view_mean", "lognorm_whole",
+    "pair_logit_mean", "whole_logit_mean",
 )
 
 
@@ -70,7 +71,8 @@ def summaries(raw: np.ndarray, n_views: int) -> np.ndarray:
     """(N, len(SUMMARY_NAMES)) summary statistics of raw signal vectors (float64).
 
     Norms enter as logarithms: the difficulty model is linear, and a log makes an encoder-wide
-    scale factor an additive offset.
+    scale factor an additive offset. The last two are the mean of ``-log(1 - cos)`` of the
+    pairwise and view-to-whole cosines.
     """
     r = np.asarray(raw, dtype=np.float64)
     if r.ndim != 2 or r.shape[1] != n_raw(n_views):
@@ -83,6 +85,10 @@ def summaries(raw: np.ndarray, n_views: int) -> np.ndarray:
     eps = 1e-12
     out.append(np.log(r[:, lay["norm_view"]] + eps).mean(1))
     out.append(np.log(r[:, lay["norm_whole"]][:, 0] + eps))
+    # Alignments crowd just below 1, where a linear model compresses the differences that matter;
+    # -log(1 - cos) spreads them out (a candidate for the shadow game, which picks what works).
+    for key in ("pair", "whole"):
+        out.append(-np.log(np.clip(1.0 - r[:, lay[key]], 1e-6, None)).mean(1))
     return np.stack(out, axis=1)
 
 
