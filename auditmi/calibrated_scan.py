@@ -1,0 +1,137 @@
+"""The EncoderMI-R step of a scan: signals of suspects and reference under the audited encoder and
+every shadow of the bundle (same view parameters, each at its own input size, cached), then the
+calibrated scores (:mod:`auditmi.reference_scores`).
+
+Also the compatibility rule for reference-free verdicts: the EncoderMI-T/V/S classifiers were
+fitted on a shadow encoder, and transfer to the audited encoder only when the two are alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from auditmi.cache import FeatureCache
+from auditmi.encoders.base import Encoder
+from auditmi.encoders.local import load_local
+from auditmi.reference_scores import CalibratedScores, calibrated_scores
+from auditmi.shadow_bundle import ShadowSet
+from auditmi.signal_features import SignalSet, compute_signals
+from auditmi.signals import SIGNAL_ALGORITHM, n_raw, summaries
+from auditmi.views import ViewConfig, working_side
+
+Progress = Callable[[str, int, int], None]
+
+
+def signal_cache_key(encoder: Encoder, views: ViewConfig, seed: int) -> dict[str, Any]:
+    """Everything that determines an image's raw signals under an encoder."""
+    n = n_raw(views.n_views)
+    return {"encoder": encoder.identity, "input_size": encoder.input_size, "mean": list(encoder.mean), "std": list(encoder.std),
+            "views": views.to_dict(), "seed": int(seed), "signals": {"algorithm": SIGNAL_ALGORITHM, "n_raw": n},
+            "features": {"n_features": n}, "stats": [], "max_side": working_side(encoder.input_size, views)}
+
+
+def cached_signals(paths: Sequence[Path], encoder: Encoder, views: ViewConfig, seed: int, cache_root: Path | None,
+                   progress: Callable[[int, int], None] | None = None) -> SignalSet:
+    """Raw signals of ``paths``; only images missing from the cache are embedded."""
+    if cache_root is None:
+        return compute_signals(paths, encoder, views, seed, progress=progress)
+    from auditmi.images import ImageLoadError, read_and_hash
+
+    cache = FeatureCache(cache_root, signal_cache_key(encoder, views, seed))
+    have = cache.load()
+    todo: list[Path] = []
+    known: dict[Path, str] = {}
+    for p in paths:
+        try:
+            _, h = read_and_hash(Path(p))
+        except ImageLoadError:  # unreadable: let compute_signals report it with its reason
+            todo.append(Path(p))
+            continue
+        if h in have:
+            known[Path(p)] = h
+        else:
+            todo.append(Path(p))
+    new = compute_signals(todo, encoder, views, seed, progress=progress)
+    if new.sha256:
+        cache.put(new.sha256, new.raw, np.zeros((len(new.sha256), 0), np.float32))
+    fresh = dict(zip(new.paths, zip(new.sha256, new.raw)))
+    out_p, out_h, out_r = [], [], []
+    for p in paths:
+        p = Path(p)
+        if p in known:
+            h, r = known[p], have[known[p]][0]
+        elif p in fresh:
+            h, r = fresh[p]
+        else:
+            continue
+        out_p.append(p)
+        out_h.append(h)
+        out_r.append(r)
+    raw = np.stack(out_r).astype(np.float32) if out_r else np.zeros((0, n_raw(views.n_views)), np.float32)
+    return SignalSet(out_p, out_h, raw, new.skipped)
+
+
+@dataclass
+class EncoderMIR:
+    """EncoderMI-R result of a scan, aligned with the suspect and reference signal rows."""
+
+    scores: CalibratedScores
+    suspects: SignalSet
+    reference: SignalSet
+
+
+def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder: Encoder, shadows: ShadowSet, views: ViewConfig,
+                    seed: int, cache_root: Path | None, progress: Progress | None = None) -> EncoderMIR:
+    """Score suspects against the reference with EncoderMI-R (see module docstring)."""
+    def prog(stage: str) -> Callable[[int, int], None] | None:
+        return (lambda d, t: progress(stage, d, t)) if progress else None
+
+    ts = cached_signals(suspects, encoder, views, seed, cache_root, prog("signals: suspects"))
+    tr = cached_signals(reference, encoder, views, seed, cache_root, prog("signals: reference"))
+    sus_k, ref_k = [], []
+    for i, sh in enumerate(shadows.shadows):
+        enc = load_local(sh.path, encoder.device if encoder.device.type == "cuda" else torch.device("cpu"))
+        a = cached_signals(ts.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
+        b = cached_signals(tr.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
+        sus_k.append(summaries(a.raw, views.n_views))
+        ref_k.append(summaries(b.raw, views.n_views))
+    n = views.n_views
+    cs = calibrated_scores(summaries(ts.raw, n), np.stack(sus_k, axis=1), ts.sha256,
+                           summaries(tr.raw, n), np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
+    return EncoderMIR(cs, ts, tr)
+
+
+def _family(desc: dict[str, Any]) -> str | None:
+    arch = desc.get("architecture")
+    if isinstance(arch, dict):
+        return str(arch.get("arch"))
+    if isinstance(arch, str):
+        return arch
+    return desc.get("model") or desc.get("backend")
+
+
+def reference_free_mismatch(encoder: dict[str, Any], shadow: dict[str, Any] | None) -> str | None:
+    """Why a reference-free verdict cannot be trusted for this encoder (None when it can).
+
+    The reference-free classifiers were fitted on a shadow encoder; when the audited encoder has a
+    different input size or architecture family, their calibrated rates do not transfer.
+    """
+    if not shadow:
+        return None
+    diffs = []
+    if shadow.get("input_size") and encoder.get("input_size") and int(shadow["input_size"]) != int(encoder["input_size"]):
+        diffs.append(f"input size {encoder['input_size']} vs the shadow's {shadow['input_size']}")
+    fa, fb = _family(encoder), _family(shadow)
+    if fa and fb and fa != fb:
+        diffs.append(f"architecture family {fa} vs the shadow's {fb}")
+    if not diffs:
+        return None
+    return ("the audited encoder differs from the shadow encoder the classifiers were calibrated on (" + "; ".join(diffs) +
+            "), so their false-positive rate does not carry over. Give --reference with known non-members: images from the "
+            "same source as the suspects, published after the encoder's release (so it cannot have trained on them).")

@@ -1,0 +1,62 @@
+"""The EncoderMI-R scan step: cached signals for the encoder and every shadow, and the reference-free rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from auditmi.calibrated_scan import (
+    cached_signals,
+    reference_free_mismatch,
+    run_encodermi_r,
+)
+from auditmi.difficulty import ScoreSpec
+from auditmi.encoders.local import load_local
+from auditmi.shadow_bundle import load_shadows, save_shadows
+from auditmi.signals import SUMMARY_NAMES
+from auditmi.views import ViewConfig
+from tests.conftest import make_image
+
+
+def _write(folder, n, start):
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(make_image(18, 22, seed=start + i).permute(1, 2, 0).numpy()).save(folder / f"i{i:03d}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def test_cached_signals_reuse_the_cache(tmp_path, tiny_checkpoint):
+    enc = load_local(tiny_checkpoint, torch.device("cpu"))
+    paths = _write(tmp_path / "a", 4, 0)
+    cfg = ViewConfig(n_views=3)
+    first = cached_signals(paths, enc, cfg, 0, tmp_path / "cache")
+    again = cached_signals(paths[::-1], enc, cfg, 0, tmp_path / "cache")
+    np.testing.assert_allclose(again.raw[::-1], first.raw)
+    assert again.sha256[::-1] == first.sha256
+
+
+def test_run_encodermi_r_scores_suspects_against_the_reference(tmp_path, tiny_checkpoint):
+    enc = load_local(tiny_checkpoint, torch.device("cpu"))
+    sus = _write(tmp_path / "sus", 5, 0)
+    ref = _write(tmp_path / "ref", 24, 100)
+    spec = ScoreSpec(regression="ols_same", weights=[1.0 if s == "whole_mean" else 0.0 for s in SUMMARY_NAMES], folds=4)
+    from auditmi.images import read_and_hash
+
+    trained_on = [read_and_hash(ref[0])[1]]  # one reference image was a shadow's training image
+    save_shadows(tmp_path / "bundle", [tiny_checkpoint, tiny_checkpoint], [trained_on, []], spec)
+    ss = load_shadows(tmp_path / "bundle")
+    out = run_encodermi_r(sus, ref, enc, ss, ViewConfig(n_views=3), 0, tmp_path / "cache")
+    assert out.scores.suspect_scores.shape == (5,) and out.scores.reference_scores.shape == (24,)
+    assert [o["sha256"] for o in out.scores.overlap] == trained_on
+    assert np.all(np.isfinite(out.scores.suspect_scores))
+
+
+def test_reference_free_mismatch():
+    enc = {"input_size": 224, "architecture": {"arch": "vit"}}
+    assert reference_free_mismatch(enc, None) is None
+    assert reference_free_mismatch({"input_size": 32, "architecture": {"arch": "cifar_resnet"}},
+                                   {"input_size": 32, "architecture": {"arch": "cifar_resnet"}}) is None
+    why = reference_free_mismatch(enc, {"input_size": 32, "architecture": {"arch": "cifar_resnet"}})
+    assert "input size 224" in why and "architecture family vit" in why and "--reference" in why and "after the encoder's release" in why
