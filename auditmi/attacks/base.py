@@ -20,6 +20,7 @@ from scipy.special import expit
 from torch import nn
 
 from auditmi.errors import CalibrationError, InputError
+from auditmi.validate import is_int, nonnegative_float, positive_int
 
 #: Version of the ``params``/``arrays`` layout written by :meth:`Attack.get_state`.
 STATE_VERSION = 1
@@ -108,28 +109,6 @@ def check_labels(labels: Any, n_rows: int) -> np.ndarray:
             f"{n_members} member(s) and {n_rows - n_members} non-member(s)."
         )
     return out
-
-
-def positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int, or raise InputError if it is not an integer >= 1."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    if value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
-def nonnegative_float(name: str, value: Any, *, strictly_positive: bool = False) -> float:
-    """Return ``value`` as a finite float >= 0 (> 0 if ``strictly_positive``), else InputError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise InputError(f"{name} must be a number, got {value!r}.")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (strictly_positive and v == 0):
-        bound = "> 0" if strictly_positive else ">= 0"
-        raise InputError(f"{name} must be a finite number {bound}, got {value!r}.")
-    return v
 
 
 class Attack(ABC):
@@ -277,7 +256,7 @@ class Attack(ABC):
                 f"version {STATE_VERSION}); recalibrate with this auditmi version."
             )
         n_features = params.get("n_features")
-        if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+        if not is_int(n_features) or n_features < 1:
             raise CalibrationError(f"{cls.name} params have an invalid n_features: {n_features!r}.")
         hyper = params.get("hyper", {})
         if not isinstance(hyper, Mapping):

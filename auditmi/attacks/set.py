@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditmi.attacks.base import NeuralAttack, positive_int, safe_std, standardise
+from auditmi.attacks.base import NeuralAttack, safe_std, standardise
 from auditmi.errors import InputError
+from auditmi.validate import positive_int
 
 #: Pooling operators over the set; "max" is the one the reference code used.
 POOLS: tuple[str, ...] = ("max", "mean")
