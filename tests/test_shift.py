@@ -19,7 +19,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 from auditmi.errors import InputError
-from auditmi.shift import STAT_NAMES, ShiftCheck, image_statistics, shift_check
+from auditmi.descriptors import STAT_NAMES, image_statistics
+from auditmi.shift import ShiftCheck, shift_check
 
 IDX = {name: i for i, name in enumerate(STAT_NAMES)}
 BRIGHTNESS_STATS = {
