@@ -137,17 +137,18 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
-def check_folder_destination(path: str | Path, names: Iterable[str], what: str = "bundle") -> Path:
+def check_folder_destination(path: str | Path, names: Iterable[str], what: str = "bundle", keep: Iterable[str] = ()) -> Path:
     """Where a bundle of files ``names`` will be committed (symlinks resolved); InputError if it cannot be.
 
-    An existing folder may be empty or hold a previous bundle (the same file names); anything else
-    in it would be lost by the swap, so it is refused.
+    An existing folder may be empty or hold a previous bundle (the same file names) and the entries
+    ``keep`` (carried over into the new folder); anything else in it would be lost by the swap, so it
+    is refused. Nothing is created.
     """
     p = Path(os.path.realpath(Path(path).expanduser()))
     if p.exists() and not p.is_dir():
         raise InputError(f"{path} exists and is not a folder; give a new folder for the {what}.")
     if p.is_dir():
-        allowed = set(names)
+        allowed = set(names) | set(keep)
         foreign = sorted(e.name for e in p.iterdir() if e.name not in allowed)
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
@@ -163,9 +164,30 @@ def check_folder_destination(path: str | Path, names: Iterable[str], what: str =
     return p
 
 
-def commit_folder(target: str | Path, fill: Callable[[Path], None], names: Iterable[str], what: str = "bundle") -> Path:
-    """Create ``target`` atomically: ``fill(tmp_dir)`` writes the files ``names``, then the folder is swapped in."""
-    t = check_folder_destination(target, names, what)
+def _link_tree(src: Path, dst: Path) -> None:
+    """Recreate ``src`` at ``dst`` with hard links (a copy where linking fails): the old tree stays intact."""
+    if src.is_dir() and not src.is_symlink():
+        dst.mkdir()
+        for e in src.iterdir():
+            _link_tree(e, dst / e.name)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def commit_folder(target: str | Path, fill: Callable[[Path], None], names: Iterable[str], what: str = "bundle",
+                  keep: Iterable[str] = ()) -> Path:
+    """Create ``target`` atomically: ``fill(tmp_dir)`` writes the files ``names``, then the folder is swapped in.
+
+    Entries ``keep`` of an existing ``target`` (e.g. a calibration's resumable shadow-training run)
+    are carried over, hard-linked, so they survive the swap and a kill at any point.
+    """
+    keep = tuple(keep)
+    t = check_folder_destination(target, names, what, keep)
     try:
         t.parent.mkdir(parents=True, exist_ok=True)
         recover(t)
@@ -174,11 +196,15 @@ def commit_folder(target: str | Path, fill: Callable[[Path], None], names: Itera
         raise InputError(f"cannot write the {what} {target} ({e.strerror or e}); choose another path.") from e
     try:
         fill(tmp)
+        for name in keep:
+            if (t / name).exists() and not (tmp / name).exists():
+                _link_tree(t / name, tmp / name)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, (stat.S_IMODE(t.stat().st_mode) if t.is_dir() else 0o777 & ~umask))
         for f in tmp.iterdir():
-            _fsync(f)
+            if f.is_file():
+                _fsync(f)
         _fsync(tmp)
         if t.exists():
             if not _exchange(str(tmp), str(t)):
@@ -206,9 +232,11 @@ def write_bundle(
     meta: dict[str, Any],
     files: Mapping[str, Writer],
     what: str = "bundle",
+    keep: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Write ``files`` (name -> writer of a path) and the pinned metadata as one atomic commit.
 
+    ``keep`` names entries of an existing folder to carry over unpinned (see :func:`commit_folder`).
     Returns the metadata as written (with ``files`` and ``bundle_sha256``).
     """
     written: dict[str, Any] = {}
@@ -222,7 +250,7 @@ def write_bundle(
         (tmp / meta_name).write_text(json.dumps(m, indent=2, allow_nan=True))
         written.update(m)
 
-    commit_folder(target, fill, [meta_name, *files], what)
+    commit_folder(target, fill, [meta_name, *files], what, keep)
     return written
 
 

@@ -32,6 +32,7 @@ from auditmi._paths import META_NAME, calibration_meta_path
 from auditmi.attacks import ATTACKS, Attack, attack_from_state, make_attack
 from auditmi.bundle import (
     PIN_KEY,
+    check_folder_destination,
     load_arrays,
     read_metadata,
     recover,
@@ -183,9 +184,20 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         "attacks": attacks_meta,
         **{k: v for k, v in cal.meta.items() if k not in _RESERVED},
     }
-    write_bundle(out, META_NAME, S.jsonable(meta), {ARRAYS_NAME: lambda tmp: save_file(arrays, tmp)}, what="calibration bundle")
+    write_bundle(out, META_NAME, S.jsonable(meta), {ARRAYS_NAME: lambda tmp: save_file(arrays, tmp)}, what="calibration bundle",
+                 keep=KEEP)
     cal.path, cal.sha256 = out, sha256_file(out / META_NAME)
     return out
+
+
+#: Entries of a bundle folder carried over when it is rewritten: ``auditmi calibrate`` pre-trains its
+#: shadow encoder (resumably) under ``OUT/shadow-encoder``.
+KEEP = ("shadow-encoder",)
+
+
+def check_bundle_destination(path: str | Path) -> None:
+    """Raise InputError now if a calibration bundle cannot be written to ``path`` (run it before any work)."""
+    check_folder_destination(path, (META_NAME, ARRAYS_NAME), "calibration bundle", KEEP)
 
 
 _RESERVED = {"format", "schema_version", "auditmi_version", "views", "features", "attacks", "files", "default_attack", PIN_KEY}

@@ -272,3 +272,19 @@ def test_stale_temporaries_of_dead_writers_are_removed(bundle: Path, fitted: Cal
     (dead / META_NAME).write_text("{}")
     save_calibration(fitted, bundle)
     assert not dead.exists()
+
+
+def test_rewriting_a_bundle_keeps_its_shadow_training_run(bundle: Path, fitted: Calibration) -> None:
+    """`auditmi calibrate` trains its shadow encoder under OUT/shadow-encoder: the swap must not lose it."""
+    from auditmi.calibration import check_bundle_destination
+
+    run = bundle / "shadow-encoder" / "abc" / "final"
+    run.mkdir(parents=True)
+    (run / "model.safetensors").write_bytes(b"weights")
+    check_bundle_destination(bundle)
+    save_calibration(fitted, bundle)
+    assert (run / "model.safetensors").read_bytes() == b"weights"
+    load_calibration(bundle)
+    (bundle / "stray.txt").write_text("x")
+    with pytest.raises(InputError, match="stray.txt"):
+        check_bundle_destination(bundle)
