@@ -79,5 +79,3 @@ def run() -> None:
     _register()
     app()
 
-
-_register_done = False
