@@ -372,7 +372,7 @@ def repin(folder: str | Path) -> Path:
         if meta_name == "calibration.json":
             names = meta.get(FILES_KEY) or {}
         else:
-            names = {str(meta.get("weights", "model.safetensors")): meta.get(recorded_key)}
+            names = {str(meta.get("weights", "model.safetensors")): meta.get(recorded_key) if recorded_key else None}
         if not isinstance(names, dict) or not names:
             raise InputError(f"{mp} lists no data files to pin.")
         hashes = {}

@@ -82,7 +82,7 @@ class FeatureCache:
                 continue
             if not self._fits(shas, feats, stats):  # readable but not ours: ignore it, recompute
                 continue
-            for s, f, st in zip(shas, feats, stats):
+            for s, f, st in zip(shas, feats, stats, strict=True):
                 out[str(s)] = (f, st)
         if len(shards) >= COMPACT_AT and out:
             self._compact(out, shards)

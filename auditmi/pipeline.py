@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from auditmi.cache import FeatureCache
+from auditmi.descriptors import STAT_NAMES, image_statistics
 from auditmi.encoders.base import Encoder
 from auditmi.errors import InputError
 from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
-from auditmi.descriptors import STAT_NAMES, image_statistics
 from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
 
 ProgressFn = Callable[[int, int], None]

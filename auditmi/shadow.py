@@ -22,9 +22,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -263,7 +264,7 @@ def train_encoder(
     gen = torch.Generator().manual_seed(cfg.seed)
     acfg = arch_config(cfg.arch)
     backbone = build_backbone(acfg).to(dev)
-    head = ProjectionHead(backbone.out_dim, out_dim=cfg.proj_dim).to(dev)
+    head = ProjectionHead(int(backbone.out_dim), out_dim=cfg.proj_dim).to(dev)  # type: ignore[arg-type]  # out_dim is an int attribute
     if dev.type == "cuda":
         backbone.to(memory_format=torch.channels_last)
     params = list(backbone.parameters()) + list(head.parameters())

@@ -8,7 +8,7 @@ field in a bundle gets the bundle's exit code). Messages name the value and say 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from auditmi.errors import AuditmiError, InputError
 ErrorType = type[AuditmiError]
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int | np.integer[Any]]:
     """True for Python and NumPy integers, False for bools (``True`` is an int to Python)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -110,7 +110,7 @@ def array_like(name: str, arr: Any, *, ndim: int | None = None, shape: tuple[int
     a = np.asarray(arr)
     if ndim is not None and a.ndim != ndim:
         raise error(f"{name} must have {ndim} dimension(s), got shape {a.shape}.")
-    if shape is not None and (a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape))):
+    if shape is not None and (a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape, strict=True))):
         want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
         raise error(f"{name} must have shape {want}, got {a.shape}.")
     if kind is not None and a.dtype.kind not in kind:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -84,7 +85,7 @@ class ViewConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ViewConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ViewConfig:
         """Inverse of :meth:`to_dict`."""
         return cls(
             n_views=d["n_views"],
@@ -97,7 +98,7 @@ class ViewConfig:
             algorithm=str(d.get("algorithm", "auditmi-views-v1")),
         )
 
-    def differences(self, other: "ViewConfig") -> list[str]:
+    def differences(self, other: ViewConfig) -> list[str]:
         """Human-readable list of fields that differ from ``other`` (empty if compatible)."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
@@ -119,7 +120,7 @@ class ViewParams:
     source: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (K,) image index
 
     @staticmethod
-    def cat(parts: Sequence["ViewParams"]) -> "ViewParams":
+    def cat(parts: Sequence[ViewParams]) -> ViewParams:
         """Concatenate parameters of several images, renumbering ``source`` per part."""
         srcs = [torch.full((p.boxes.shape[0],), i, dtype=torch.long) for i, p in enumerate(parts)]
         return ViewParams(

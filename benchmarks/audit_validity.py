@@ -97,7 +97,7 @@ def main() -> None:
         ref_feats = compute_features(sorted((EX / "reference").glob("*.png")), enc, cal.views, seed=0, num_workers=0).features
         sr = ac.attack.score(ref_feats)
         draws = [S.rank_test(sm[rng.choice(len(sm), 20, replace=False)], sr).p_value for _ in range(200)]
-        truth = {r[0]: int(r[1]) for r in (l.split(",") for l in (EX / "suspect" / "truth.csv").read_text().splitlines()[1:])}
+        truth = {r[0]: int(r[1]) for r in (line.split(",") for line in (EX / "suspect" / "truth.csv").read_text().splitlines()[1:])}
         members_in_suspect = sorted(n for n, m in truth.items() if m == 1)[:20]
         d20 = tmp / "suspect20"
         d20.mkdir()

@@ -434,7 +434,7 @@ def test_clip_alias_unreachable_network_fails_fast(empty_hub_cache: Path, monkey
     assert probed and "huggingface" in probed[0]
     assert "offline (cannot connect to huggingface.co:443 (test))" in str(ei.value)
     _assert_offline_help(str(ei.value))
-    assert constants.HF_HUB_OFFLINE == offline_before  # offline mode was only forced for the call
+    assert offline_before == constants.HF_HUB_OFFLINE  # offline mode was only forced for the call
 
 
 def test_probe_reports_closed_and_open_ports() -> None:

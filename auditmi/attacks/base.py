@@ -267,7 +267,7 @@ class Attack(ABC):
             raise CalibrationError(
                 f"{cls.name} params have invalid hyper-parameters: {exc}"
             ) from exc
-        attack._n_features = n_features
+        attack._n_features = int(n_features)
         fit_info = params.get("fit", {})
         attack._fit_info = dict(fit_info) if isinstance(fit_info, Mapping) else {}
         attack._load_state(params, _checked_arrays(cls.name, arrays, attack._expected_arrays()))

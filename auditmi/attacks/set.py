@@ -49,7 +49,7 @@ class _DeepSets(nn.Module):
         self.pool = pool
         widths = [1] + [hidden] * set_layers
         self.phi = nn.ModuleList(
-            _PermEquivariant(a, b, pool) for a, b in zip(widths[:-1], widths[1:])
+            _PermEquivariant(a, b, pool) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
         self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
 

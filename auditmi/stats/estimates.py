@@ -90,7 +90,7 @@ def used_fraction(
     f = _check_rate(fpr, "fpr")
     conf = _check_rate(confidence, "confidence", open_low=True, open_high=True)
     rate = k / n
-    common = dict(
+    common: dict[str, Any] = dict(
         flag_rate=rate,
         n_flagged=k,
         n_total=n,

@@ -39,7 +39,7 @@ N_REFERENCE = 200
 
 def save(x, idx, folder: Path, names: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for i, name in zip(idx, names):
+    for i, name in zip(idx, names, strict=True):
         Image.fromarray(x[i, 0].numpy()).save(folder / name)
 
 
