@@ -201,7 +201,7 @@ def check_bundle_destination(path: str | Path) -> None:
 
 
 _RESERVED = {"format", "schema_version", "auditmi_version", "views", "features", "attacks", "files", "default_attack", PIN_KEY}
-_FIX = "Re-copy the bundle from its source, or re-create it with `auditmi calibrate`."
+_FIX = "Re-copy the bundle from its source, or re-run `auditmi calibrate`."
 
 
 def _legacy(root: Path) -> Callable[[dict[str, Any]], str]:
