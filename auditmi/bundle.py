@@ -19,7 +19,6 @@ Calibration bundles (``calibration.json`` + ``arrays.safetensors``), encoder che
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import hashlib
@@ -106,21 +105,26 @@ def _siblings(target: Path, tag: str) -> list[Path]:
 
 
 def recover(target: str | Path) -> None:
-    """Finish or undo a swap interrupted by a kill, and delete temporaries of dead writers."""
+    """Finish or undo a swap interrupted by a kill, and delete temporaries of dead writers.
+
+    Best effort: a folder that cannot be listed or changed (e.g. a read-only copy) is left as it is.
+    """
     t = Path(target)
-    if not t.parent.is_dir():
-        return
-    olds = _siblings(t, "old")
-    if not t.exists() and olds:  # killed between the two renames of the fallback: restore the old bundle
-        with contextlib.suppress(OSError):
+    try:
+        if not t.parent.is_dir():
+            return
+        olds = _siblings(t, "old")
+        if not t.exists() and olds:  # killed between the two renames of the fallback: restore the old bundle
             os.rename(olds[-1], t)
-    for p in _siblings(t, "old") + _siblings(t, "new"):
-        try:
-            pid = int(p.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if not _pid_alive(pid) or p.name.split(".")[-1].startswith("old"):
-            shutil.rmtree(p, ignore_errors=True)
+        for p in _siblings(t, "old") + _siblings(t, "new"):
+            try:
+                pid = int(p.name.rsplit("-", 2)[-2])
+            except (ValueError, IndexError):
+                continue
+            if not _pid_alive(pid) or p.name.split(".")[-1].startswith("old"):
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _fsync(path: str | Path) -> None:
