@@ -191,8 +191,8 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
 
 
 #: Entries of a bundle folder carried over when it is rewritten: ``auditmi calibrate`` pre-trains its
-#: shadow encoder (resumably) under ``OUT/shadow-encoder``.
-KEEP = ("shadow-encoder",)
+#: shadow encoder (resumably) under ``OUT/shadow-encoder``; shadow reference encoders live under ``OUT/shadows``.
+KEEP = ("shadow-encoder", "shadows")
 
 
 def check_bundle_destination(path: str | Path) -> None:
