@@ -25,7 +25,7 @@ _LEGEND = ("acc, prec, recall: accuracy, precision and recall at the shadow cali
 
 def print_evaluation(result: EvaluateResult, console: Console = out) -> None:
     """The metrics table (fits 80 columns; long text wraps at word boundaries)."""
-    t = Table(title=f"membership inference on {result.n_members} members and {result.n_non_members} non-members (positive class: member)",
+    t = Table(title=f"{result.n_members} members vs {result.n_non_members} non-members (positive class: member)",
               box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1), caption=_LEGEND, caption_justify="left")
     for col in _COLUMNS:
         t.add_column(col, justify="left" if col == "classifier" else "right")
