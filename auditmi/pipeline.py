@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +44,10 @@ class ImageRow:
     path: Path
     sha256: str
     original_size: tuple[int, int]
+
+
+# Start of PyTorch's DataLoader warning about more workers than cores (a regex for filterwarnings).
+_TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes in total"
 
 
 @dataclass
@@ -257,20 +262,26 @@ def compute_features(
         from torchvision.ops import roi_align  # noqa: F401
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
     chunk = max(1, bs // n_views) if parallel_embed else max(1, min(16, bs // n_views))
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=chunk,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
-        pin_memory=False,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        # fork: workers share the encoder's weights copy-on-write. Each runs with one thread
-        # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
-        multiprocessing_context="fork" if parallel_embed else None,
-    )
     embedder = _Embedder(encoder, bs)
+    # PyTorch warns (at construction and again when iterating) when there are more workers than
+    # cores; --workers is the user's explicit choice, so that warning only confuses them. The
+    # filter is scoped to this one message, here, and leaves every other warning alone.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TOO_MANY_WORKERS, category=UserWarning)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=chunk,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
+            pin_memory=False,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+            # fork: workers share the encoder's weights copy-on-write. Each runs with one thread
+            # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
+            multiprocessing_context="fork" if parallel_embed else None,
+        )
+        batches = iter(loader)
     images_per_pass = max(1, bs // n_views)
     by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
     info: dict[int, tuple[str, tuple[int, int] | None]] = {}
@@ -305,7 +316,7 @@ def compute_features(
         pending = []
 
     in_batch: set[str] = set()
-    for item in (it for chunk_items in loader for it in chunk_items):
+    for item in (it for chunk_items in batches for it in chunk_items):
         i = item["i"]
         done += 1
         if "error" in item:

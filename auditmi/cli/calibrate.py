@@ -36,12 +36,11 @@ def calibrate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
-    import json
-
     from auditmi._paths import precheck
 
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
-    from auditmi.audit import CalibrateOptions, run_calibrate
+    from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
+    from auditmi.report import calibrate_summary, write_json
 
     kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
@@ -50,17 +49,13 @@ def calibrate(
                             attacks=kinds, optimizer=optimizer, lr=lr,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
-        path, cal = run_calibrate(opts, progress=cb, command=command_line())
-    summary = {"bundle": str(path), "default_attack": cal.default_attack,
-               "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
-               "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
+        result = run_calibrate(opts, progress=cb, command=command_line())
     if json_out:
-        text = json.dumps(summary, indent=2, default=lambda o: None)
+        write_json(calibrate_summary(result), json_out)
         if json_out == "-":
-            typer.echo(text)
             return
-        Path(json_out).write_text(text + "\n")
-    t = Table(title=f"held-out shadow metrics ({cal.meta['n_heldout']} images; fitted on {cal.meta['n_fit']})")
+    cal = result.calibration
+    t = Table(title=f"held-out shadow metrics ({result.n_heldout} images; fitted on {result.n_fit})")
     for c in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
         t.add_column(c)
     for k, a in cal.attacks.items():
@@ -69,4 +64,4 @@ def calibrate(
         t.add_row(k + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
     out.print(t)
-    err.print(f"calibration bundle written to {path}")
+    err.print(f"calibration bundle written to {result.bundle}")
