@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -309,7 +310,7 @@ def compute_features(
             feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
-        for s, f, st in zip(shas, feats, stats):
+        for s, f, st in zip(shas, feats, stats, strict=True):
             by_sha[s] = (f, st)
         if cache is not None:
             cache.put(shas, feats, stats)
@@ -318,7 +319,7 @@ def compute_features(
     in_batch: set[str] = set()
     for item in (it for chunk_items in batches for it in chunk_items):
         i = item["i"]
-        done += 1
+        done += 1  # noqa: SIM113 (counts items across flattened chunks, not positions)
         if "error" in item:
             skipped.append(Skipped(paths[i], item["error"]))
         else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 
 import auditmi
+
 from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
     CALIBRATE_ARGS,
     N_SHADOW,

@@ -59,9 +59,9 @@ def _png(
 
 
 def test_constants() -> None:
-    assert SUPPORTED_EXTENSIONS == {
+    assert {
         ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"
-    }
+    } == SUPPORTED_EXTENSIONS
     assert MAX_PIXELS == 89_478_485 == Image.MAX_IMAGE_PIXELS
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 @handle_errors
 def calibrate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
-    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
+    shadow_data: Annotated[list[Path] | None, typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
     arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
     epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
@@ -27,12 +27,12 @@ def calibrate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
-    shadow_encoder: Annotated[Optional[str], typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
-    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
-    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
+    shadow_encoder: Annotated[str | None, typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
+    members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
+    non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
     attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""

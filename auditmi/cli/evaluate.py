@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -46,10 +46,10 @@ def evaluate(
     non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on.")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""

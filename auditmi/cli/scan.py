@@ -7,7 +7,7 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.panel import Panel
@@ -119,22 +119,22 @@ def scan(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively) to audit.", show_default=False)],
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, open_clip:MODEL@/weights, an auditmi checkpoint folder, or a TorchScript file.")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
-    reference: Annotated[Optional[list[Path]], typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
-    attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
-    views: Annotated[Optional[int], typer.Option("--views", "-n", help="Augmented views per image (default: the calibration's; must match it).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
+    reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
+    attack: Annotated[str | None, typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
+    views: Annotated[int | None, typer.Option("--views", "-n", help="Augmented views per image (default: the calibration's; must match it).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random views (results are reproducible from it).")] = 0,
-    fpr: Annotated[Optional[float], typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.01) instead of the accuracy-optimal threshold.")] = None,
+    fpr: Annotated[float | None, typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.01) instead of the accuracy-optimal threshold.")] = None,
     fdr: Annotated[float, typer.Option("--fdr", help="False-discovery rate for per-image Benjamini-Hochberg flags (needs --reference).")] = 0.05,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the dataset-level verdict.")] = 0.05,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else is printed on stdout).")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained HTML report to FILE.")] = None,
-    truth: Annotated[Optional[Path], typer.Option("--truth", help="CSV 'file,member(0/1)' of known membership, to compare decisions with.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else is printed on stdout).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report to FILE.")] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="CSV 'file,member(0/1)' of known membership, to compare decisions with.")] = None,
     fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit with code 5 when the verdict is likely-used (or, with 'inconclusive', likely-used or inconclusive).")] = FailOn.never,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: the user cache dir, or $AUDITMI_CACHE_DIR).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache", help="Feature cache folder (default: the user cache dir, or $AUDITMI_CACHE_DIR).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:

@@ -29,8 +29,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fmnist_setup import encoder_plan, images_for, make_splits  # noqa: E402
 
-from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate  # noqa: E402
 from auditmi.encoders.base import sha256_file  # noqa: E402
+from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate  # noqa: E402
 from auditmi.shadow import train_encoder  # noqa: E402
 
 N_SUSPECT = 40
