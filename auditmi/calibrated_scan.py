@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from auditmi.cache import FeatureCache
+from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
-from auditmi.encoders.local import load_local
-from auditmi.reference_scores import CalibratedScores, calibrated_scores
-from auditmi.shadow_bundle import ShadowSet
-from auditmi.signal_features import SignalSet, compute_signals
-from auditmi.signals import SIGNAL_ALGORITHM, n_raw, summaries
+from auditmi.shadow_set import ShadowSet, shadow_encoder
+from auditmi.signals import SIGNAL_ALGORITHM, SignalSet, compute_signals, n_raw, summaries
 from auditmi.views import ViewConfig, working_side
 
 Progress = Callable[[str, int, int], None]
@@ -60,7 +58,7 @@ def cached_signals(paths: Sequence[Path], encoder: Encoder, views: ViewConfig, s
     new = compute_signals(todo, encoder, views, seed, progress=progress)
     if new.sha256:
         cache.put(new.sha256, new.raw, np.zeros((len(new.sha256), 0), np.float32))
-    fresh = dict(zip(new.paths, zip(new.sha256, new.raw)))
+    fresh = dict(zip(new.paths, zip(new.sha256, new.raw, strict=True), strict=True))
     out_p, out_h, out_r = [], [], []
     for p in paths:
         p = Path(p)
@@ -96,7 +94,7 @@ def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder
     tr = cached_signals(reference, encoder, views, seed, cache_root, prog("signals: reference"))
     sus_k, ref_k = [], []
     for i, sh in enumerate(shadows.shadows):
-        enc = load_local(sh.path, encoder.device if encoder.device.type == "cuda" else torch.device("cpu"))
+        enc = shadow_encoder(sh, encoder.device if encoder.device.type == "cuda" else torch.device("cpu"))
         a = cached_signals(ts.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
         b = cached_signals(tr.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
         sus_k.append(summaries(a.raw, views.n_views))

@@ -18,7 +18,7 @@ The default classifier is the one with the best held-out ROC AUC.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,12 @@ def fit_calibration(
 
 
 
-def save_calibration(cal: Calibration, path: str | Path) -> Path:
-    """Write the bundle folder as one atomic commit, pinned as a whole (:mod:`auditmi.bundle`)."""
+def save_calibration(cal: Calibration, path: str | Path, extra_files: Mapping[str, Callable[[str], None]] | None = None) -> Path:
+    """Write the bundle folder as one atomic commit, pinned as a whole (:mod:`auditmi.bundle`).
+
+    ``extra_files`` (name -> writer of a path) adds data files covered by the same pin, e.g. the
+    shadow encoders' weights of EncoderMI-R (:func:`auditmi.shadow_set.bundle_parts`).
+    """
     from safetensors.numpy import save_file
 
     out = Path(path)
@@ -184,8 +188,8 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         "attacks": attacks_meta,
         **{k: v for k, v in cal.meta.items() if k not in _RESERVED},
     }
-    write_bundle(out, META_NAME, S.jsonable(meta), {ARRAYS_NAME: lambda tmp: save_file(arrays, tmp)}, what="calibration bundle",
-                 keep=KEEP)
+    write_bundle(out, META_NAME, S.jsonable(meta), {ARRAYS_NAME: lambda tmp: save_file(arrays, tmp), **(extra_files or {})},
+                 what="calibration bundle", keep=KEEP)
     cal.path, cal.sha256 = out, sha256_file(out / META_NAME)
     return out
 

@@ -37,8 +37,7 @@ from auditmi import stats as S
 from auditmi.datasets import fashion_mnist
 from auditmi.encoders.local import load_local
 from auditmi.shadow_game import choose_spec
-from auditmi.signal_features import compute_signals
-from auditmi.signals import SUMMARY_NAMES, summaries
+from auditmi.signals import SUMMARY_NAMES, compute_signals, summaries
 from auditmi.thresholds import predictive_pvalues, reference_threshold
 from auditmi.views import ViewConfig
 
@@ -126,7 +125,7 @@ def main() -> None:
         "reference": sorted((EX / "reference").glob("*.png")),
         "suspect": sorted((EX / "suspect").glob("*.png")),
     }
-    encs = {"target": EX / "encoder", **{f"shadow-{k}": d / "final" for k, d in zip(k_idx, shadow_dirs)}}
+    encs = {"target": EX / "encoder", **{f"shadow-{k}": d / "final" for k, d in zip(k_idx, shadow_dirs, strict=True)}}
     sig = {e: {s: signals_for(d, p, s, work / "signals") for s, p in sets.items()} for e, d in encs.items()}
     shadows = [f"shadow-{k}" for k in k_idx]
 
@@ -152,7 +151,7 @@ def main() -> None:
 
     f, ev, oof = calibrated(shadows, spec)
     res["calibrated"] = metrics(y, ev)
-    res["difficulty_r2"] = dict(zip(spec.signals, [round(float(v), 3) for v in f.r2]))
+    res["difficulty_r2"] = dict(zip(spec.signals, [round(float(v), 3) for v in f.r2], strict=True))
     # Per-signal calibrated (same regression, one signal at a time), for the table.
     res["calibrated_single"] = {}
     for j, n in enumerate(SUMMARY_NAMES):

@@ -12,7 +12,7 @@ from auditmi.calibrated_scan import (
 )
 from auditmi.difficulty import ScoreSpec
 from auditmi.encoders.local import load_local
-from auditmi.shadow_bundle import load_shadows, save_shadows
+from auditmi.shadow_set import bundle_parts, load_shadows
 from auditmi.signals import SUMMARY_NAMES
 from auditmi.views import ViewConfig
 from tests.conftest import make_image
@@ -45,8 +45,11 @@ def test_run_encodermi_r_scores_suspects_against_the_reference(tmp_path, tiny_ch
     from auditmi.images import read_and_hash
 
     trained_on = [read_and_hash(ref[0])[1]]  # one reference image was a shadow's training image
-    save_shadows(tmp_path / "bundle", [tiny_checkpoint, tiny_checkpoint], [trained_on, []], spec)
-    ss = load_shadows(tmp_path / "bundle")
+    meta, files = bundle_parts([tiny_checkpoint, tiny_checkpoint], [trained_on, []], spec)
+    (tmp_path / "bundle").mkdir()
+    for name, write in files.items():
+        write(str(tmp_path / "bundle" / name))
+    ss = load_shadows({"shadows": meta}, tmp_path / "bundle")
     out = run_encodermi_r(sus, ref, enc, ss, ViewConfig(n_views=3), 0, tmp_path / "cache")
     assert out.scores.suspect_scores.shape == (5,) and out.scores.reference_scores.shape == (24,)
     assert [o["sha256"] for o in out.scores.overlap] == trained_on

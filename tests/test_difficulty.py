@@ -112,12 +112,13 @@ def test_reference_threshold_is_conservative_and_reports_its_uncertainty():
 
 
 def test_calibrated_scores_mask_shadow_training_images():
-    from auditmi.reference_scores import calibrated_scores
-    from auditmi.shadow_bundle import ShadowEntry, ShadowSet
+    from auditmi.difficulty import calibrated_scores
+    from auditmi.shadow_set import ShadowEntry, ShadowSet
 
     t, s = synth(120, 2, np.zeros(120), seed=9)
     sha = [f"h{i}" for i in range(120)]
-    ents = [ShadowEntry(f"shadow-{k}", None, "", {}, 32, tr) for k, tr in enumerate((["h0", "h1", "h100"], ["h1"]))]
+    ents = [ShadowEntry(f"shadow-{k}", None, "", {}, 32, (0.5,) * 3, (0.5,) * 3, tr)  # type: ignore[arg-type]
+            for k, tr in enumerate((["h0", "h1", "h100"], ["h1"]))]
     ss = ShadowSet(ents, D.ScoreSpec(regression="ols_same"))
     out = calibrated_scores(t[100:], s[100:], sha[100:], t[:100], s[:100], sha[:100], ss)
     assert out.reference_kept.sum() == 99 and not out.reference_kept[1]  # h1: both shadows trained on it

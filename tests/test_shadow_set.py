@@ -1,13 +1,15 @@
-"""Training K shadows on seeded halves of public images and carrying them in the bundle."""
+"""Training K shadows on seeded halves of public images and carrying them in the calibration bundle."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
+from auditmi.errors import CalibrationError
 from auditmi.shadow import TrainConfig
-from auditmi.shadow_bundle import load_shadows
-from auditmi.shadow_set import build_shadow_set, halves, load_public
+from auditmi.shadow_set import NO_SHADOWS_REASON, build_shadow_set, halves, load_public, load_shadows, shadow_encoder
 from auditmi.views import ViewConfig
 from tests.conftest import make_image
 
@@ -22,7 +24,9 @@ def test_halves_are_seeded_and_cover_both_sides():
     assert set(np.flatnonzero(inc[0])) == set(np.random.default_rng(0).permutation(100)[:50])
 
 
-def test_build_shadow_set_writes_pinned_shadows(tmp_path):
+def test_shadows_in_a_calibration_bundle(tmp_path):
+    from auditmi.calibration import fit_calibration, load_calibration, save_calibration
+
     pub = tmp_path / "public"
     pub.mkdir()
     for i in range(20):
@@ -32,8 +36,20 @@ def test_build_shadow_set_writes_pinned_shadows(tmp_path):
     public, skipped = load_public(sorted(pub.glob("*.png")), 16, cfg)
     assert len(public.images) == 20 and not skipped
     tcfg = TrainConfig(arch="resnet-tiny", image_size=16, epochs=1, batch_size=8, checkpoint_every=1)
-    ss = build_shadow_set(public, tmp_path / "bundle", 3, tcfg, cfg, seed=0, run_root=tmp_path / "runs")
-    assert ss.k == 3 and load_shadows(tmp_path / "bundle").k == 3
-    assert all(len(s.training_sha256) == 10 for s in ss.shadows)
-    assert "default" in ss.spec.chosen_by["method"]  # 20 public images are too few for the shadow game
+    meta, files = build_shadow_set(public, 3, tcfg, cfg, seed=0, run_root=tmp_path / "runs")
+    assert "default" in meta["score"]["chosen_by"]["method"]  # 20 public images are too few for the shadow game
+    rng = np.random.default_rng(0)
+    cal = fit_calibration(rng.normal(0.2, 1, (30, 3)), rng.normal(0, 1, (30, 3)), cfg, kinds=("T",), meta={"shadows": meta})
+    save_calibration(cal, tmp_path / "cal", extra_files=files)
+    loaded = load_calibration(tmp_path / "cal")
+    ss = load_shadows(loaded.meta, loaded.path)
+    assert ss is not None and ss.k == 3 and all(len(s.training_sha256) == 10 for s in ss.shadows)
     assert len({s.weights_sha256 for s in ss.shadows}) == 3
+    enc = shadow_encoder(ss.shadows[0], torch.device("cpu"))
+    assert enc.embed(torch.zeros(2, 3, 16, 16)).shape[0] == 2
+    assert load_shadows({}, None) is None and "per image" in NO_SHADOWS_REASON
+    # the shadows are covered by the bundle's pin: a changed weights file is refused
+    w = tmp_path / "cal" / "shadow-1.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CalibrationError):
+        load_calibration(tmp_path / "cal")

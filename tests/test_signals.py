@@ -40,7 +40,7 @@ def test_summaries_order_and_norm_logs():
     whole = torch.ones(2, 6)
     s = summaries(raw_signals(views, whole).numpy(), 4)
     assert s.shape == (2, len(SUMMARY_NAMES))
-    d = dict(zip(SUMMARY_NAMES, s[1]))
+    d = dict(zip(SUMMARY_NAMES, s[1], strict=True))
     assert d["pair_mean"] == pytest.approx(1.0) and d["whole_min"] == pytest.approx(1.0)
     # log-norms: scaling the embedding by 2 adds log 2
     assert s[1, SUMMARY_NAMES.index("lognorm_view_mean")] - s[0, SUMMARY_NAMES.index("lognorm_view_mean")] == pytest.approx(np.log(2), rel=1e-5)
@@ -51,7 +51,7 @@ def test_summaries_order_and_norm_logs():
 def test_compute_signals_matches_scan_features(tmp_path, tiny_image_dir, tiny_checkpoint):
     from auditmi.encoders.local import load_local
     from auditmi.pipeline import compute_features
-    from auditmi.signal_features import compute_signals
+    from auditmi.signals import compute_signals
     from auditmi.views import ViewConfig
 
     paths = sorted(tiny_image_dir.glob("*.png"))
