@@ -21,6 +21,7 @@ from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SIGNAL_ALGORITHM, SignalSet, compute_signals, n_raw, summaries
+from auditmi.stats import ReferenceThreshold, reference_threshold
 from auditmi.views import ViewConfig, working_side
 
 Progress = Callable[[str, int, int], None]
@@ -133,3 +134,50 @@ def reference_free_mismatch(encoder: dict[str, Any], shadow: dict[str, Any] | No
     return ("the audited encoder differs from the shadow encoder the classifiers were calibrated on (" + "; ".join(diffs) +
             "), so their false-positive rate does not carry over. Give --reference with known non-members: images from the "
             "same source as the suspects, published after the encoder's release (so it cannot have trained on them).")
+
+
+@dataclass(frozen=True)
+class ScoreUsed:
+    """Which score a scan used, and with EncoderMI-R how the calibration fits (for reports)."""
+
+    name: str  # "EncoderMI-R" or the reference-free classifier's name
+    calibrated: bool
+    shadows: list[dict[str, Any]]
+    spec: dict[str, Any] | None = None
+    difficulty_r2: dict[str, float] | None = None
+    r2_out_of_fold: float | None = None
+    p_values: str = "empirical: (1 + #{reference >= s}) / (1 + n_reference)"
+    threshold: dict[str, Any] | None = None
+    shadow_training_overlap: list[dict[str, Any]] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RStep:
+    """EncoderMI-R scores aligned with the scan's suspect and reference rows."""
+
+    suspect_kept: np.ndarray  # bool over the suspect rows
+    reference_kept: np.ndarray  # bool over the reference rows
+    scores: np.ndarray  # kept suspects
+    reference_scores: np.ndarray  # kept reference images, out-of-fold
+    threshold: ReferenceThreshold
+    used: ScoreUsed
+
+
+def encodermi_r_step(suspect_paths: Sequence[Path], reference_paths: Sequence[Path], encoder: Encoder, shadows: ShadowSet,
+                     views: ViewConfig, seed: int, cache_root: Path | None, fpr: float, progress: Progress | None = None) -> RStep:
+    """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``."""
+    r = run_encodermi_r(suspect_paths, reference_paths, encoder, shadows, views, seed, cache_root, progress)
+    cs = r.scores
+
+    def kept(paths: Sequence[Path], ss: SignalSet, keep: np.ndarray) -> np.ndarray:
+        ok = {p for p, k in zip(ss.paths, keep, strict=True) if k}
+        return np.array([Path(p) in ok for p in paths], dtype=bool)
+
+    thr = reference_threshold(cs.reference_scores, fpr)
+    used = ScoreUsed(name="EncoderMI-R", calibrated=True, shadows=[s.describe() for s in shadows.shadows], spec=shadows.spec.to_dict(),
+                     difficulty_r2=cs.r2, r2_out_of_fold=cs.r2_out_of_fold,
+                     p_values="predictive: Student-t prediction interval of the reference's out-of-fold scores",
+                     threshold=thr.to_dict(), shadow_training_overlap=cs.overlap, note=thr.note or None)
+    return RStep(kept(suspect_paths, r.suspects, cs.suspect_kept), kept(reference_paths, r.reference, cs.reference_kept),
+                 cs.suspect_scores, cs.reference_scores, thr, used)

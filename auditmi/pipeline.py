@@ -20,7 +20,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,11 @@ class FeatureSet:
     @property
     def n(self) -> int:
         return len(self.rows)
+
+    def subset(self, keep: np.ndarray) -> FeatureSet:
+        """The rows where ``keep`` is True (skipped files and duplicates unchanged)."""
+        idx = np.flatnonzero(keep)
+        return replace(self, rows=[self.rows[i] for i in idx], features=self.features[idx], stats=self.stats[idx])
 
 
 class _Decode(torch.utils.data.Dataset):

@@ -60,6 +60,7 @@ def decide(
     shift: ShiftCheck | None = None,
     power: PowerEstimate | None = None,
     binomial: BinomialTest | None = None,
+    transfer: str | None = None,
 ) -> Verdict:
     """Decide the verdict from the tests that were run.
 
@@ -70,6 +71,9 @@ def decide(
         shift: The encoder-free shift check between suspects and reference.
         power: Sample-size estimate, quoted in a no-evidence reason.
         binomial: The reference-free binomial test (used when ``rank`` is None).
+        transfer: Why the reference-free calibration does not transfer to the audited encoder
+            (different input size or architecture family than its shadow); the reference-free
+            verdict is then ``inconclusive`` with this reason.
 
     Returns:
         The :class:`Verdict`.
@@ -83,6 +87,8 @@ def decide(
             raise ValueError("a rank-test verdict needs the shift check")
         return _with_reference(alpha, rank, shift, power)
     if binomial is not None:
+        if transfer:
+            return Verdict(Label.INCONCLUSIVE, TestName.BINOMIAL, float(binomial.p_value), transfer, alpha)
         return _without_reference(alpha, binomial)
     raise ValueError("decide() needs a rank test or a binomial test")
 

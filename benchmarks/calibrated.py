@@ -38,7 +38,7 @@ from auditmi.datasets import fashion_mnist
 from auditmi.encoders.local import load_local
 from auditmi.shadow_game import choose_spec
 from auditmi.signals import SUMMARY_NAMES, compute_signals, summaries
-from auditmi.thresholds import predictive_pvalues, reference_threshold
+from auditmi.stats import predictive_pvalues, reference_threshold
 from auditmi.views import ViewConfig
 
 EX = ROOT / "examples" / "fashion"

@@ -92,7 +92,7 @@ def test_shadow_game_picks_an_informative_score():
 
 
 def test_reference_threshold_is_conservative_and_reports_its_uncertainty():
-    from auditmi.thresholds import reference_threshold
+    from auditmi.stats import reference_threshold
 
     rng = np.random.default_rng(5)
     hits, reps = [], 2000

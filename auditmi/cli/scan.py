@@ -58,8 +58,18 @@ def print_report(result: ScanResult, show: int) -> None:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("encoder", f"{result.encoder['spec']}  ({result.encoder['source']})")
-    cal = result.calibration
-    t.add_row("classifier", f"{cal.attack_name} (held-out shadow AUC {fmt(cal.held_out_metrics.get('roc_auc'))})")
+    cal, su = result.calibration, result.score
+    if su is not None and su.calibrated:
+        r2 = "-" if su.r2_out_of_fold is None else f"{su.r2_out_of_fold:.2f}"
+        t.add_row("score", f"{su.name}: calibrated per image against {len(su.shadows)} shadow encoders "
+                  f"(difficulty model R^2 on the reference {r2}, out-of-fold); p-values {su.p_values.split(':')[0]}")
+        if su.shadow_training_overlap:
+            t.add_row("shadow training overlap", f"{len(su.shadow_training_overlap)} suspect/reference images were shadow training images "
+                      "(those shadows not used for them; see the JSON report)")
+    else:
+        t.add_row("classifier", f"{cal.attack_name} (held-out shadow AUC {fmt(cal.held_out_metrics.get('roc_auc'))})")
+        if su is not None and su.note:
+            t.add_row("note", su.note)
     n_skipped = sum(s.set == "suspect" for s in result.skipped)
     t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates)")
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
@@ -95,7 +105,7 @@ def print_report(result: ScanResult, show: int) -> None:
         for col in ("#", "image", "score", "P(member)", "decision", "p-value", "BH"):
             it.add_column(col, justify="right" if col not in {"image", "decision"} else "left")
         for i, r in enumerate(rows[:show], 1):
-            it.add_row(str(i), r.path.name, f"{r.score:.4f}", f"{r.member_probability:.3f}", "member" if r.member else "non-member",
+            it.add_row(str(i), r.path.name, f"{r.score:.4f}", fmt(r.member_probability, ".3f"), "member" if r.member else "non-member",
                        fmt(r.p_value, ".3g"), "" if r.bh_flag is None else ("yes" if r.bh_flag else "no"))
         out.print(it)
     if result.skipped:

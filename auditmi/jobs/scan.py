@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,13 @@ import numpy as np
 from auditmi import stats as S
 from auditmi._paths import check_rates
 from auditmi.cache import FeatureCache, default_cache_dir
+from auditmi.calibrated_scan import ScoreUsed, encodermi_r_step, reference_free_mismatch
 from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
 from auditmi.features import feature_config
 from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
 from auditmi.pipeline import FeatureSet, cache_key
+from auditmi.shadow_set import NO_SHADOWS_REASON, ShadowSet, load_shadows
 from auditmi.shift import ShiftCheck, shift_check
 from auditmi.verdict import Verdict, decide
 from auditmi.views import ViewConfig
@@ -72,7 +74,7 @@ class ScoredImage:
     path: Path
     sha256: str
     score: float
-    member_probability: float
+    member_probability: float | None  # None with EncoderMI-R (a p-value, not a calibrated probability)
     member: bool  # flagged at the decision threshold
     p_value: float | None  # empirical p-value against the reference (None without one)
     bh_flag: bool | None  # Benjamini-Hochberg flag at the FDR (None without a reference)
@@ -183,6 +185,7 @@ class ScanResult:
     environment: dict[str, Any]
     timing: ScanTiming
     truth: dict[str, Any] | None = None  # comparison with known membership (added by the caller)
+    score: ScoreUsed | None = None  # which score was used (EncoderMI-R or a reference-free classifier)
 
 
 # --------------------------------------------------------------------------------------- steps
@@ -206,6 +209,7 @@ class ScanSetup:
     encoder: Encoder
     views: ViewConfig
     cache: FeatureCache | None
+    shadows: ShadowSet | None = None  # the bundle's shadow encoders (EncoderMI-R), if any
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ class Scores:
     flags: np.ndarray
     threshold: Threshold
     reference: np.ndarray | None
+    used: ScoreUsed | None = None
 
 
 def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs:
@@ -235,7 +240,7 @@ def load_setup(opts: ScanOptions) -> ScanSetup:
     kind = (opts.attack or cal.default_attack).upper()
     enc = load_encoder(opts.encoder, opts.device, amp=opts.amp)
     cache = FeatureCache(opts.cache_dir or default_cache_dir(), cache_key(enc, cfg, opts.seed)) if opts.use_cache else None
-    return ScanSetup(cal, ac, kind, enc, cfg, cache)
+    return ScanSetup(cal, ac, kind, enc, cfg, cache, load_shadows(cal.meta, cal.path))
 
 
 def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> tuple[FeatureSet, FeatureSet | None]:
@@ -267,19 +272,26 @@ def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: flo
     return Scores(scores, probs, scores >= thr, Threshold(thr, thr_kind, cal_fpr, cal_tpr, fpr_for_test), ref_scores)
 
 
-def _binomial_power(flag_rate: float, fpr: float, alpha: float, power: float = 0.8) -> int | None:
-    """Smallest n at which a one-sided binomial test of ``fpr`` rejects with the given power."""
-    from scipy.stats import binom
+def score_calibrated(fs: FeatureSet, rs: FeatureSet, setup: ScanSetup, opts: ScanOptions, progress: Progress | None
+                     ) -> tuple[Scores, FeatureSet, FeatureSet, list[SkippedFile]]:
+    """Step 4 with a reference and a bundle carrying shadows: EncoderMI-R (auditmi.calibrated_scan).
 
-    if not (0 <= fpr < flag_rate <= 1):
-        return None
-    n = 1
-    while n <= 1_000_000:
-        crit = int(binom.isf(alpha, n, fpr)) + 1  # smallest k with P(X >= k) <= alpha
-        if binom.sf(crit - 1, n, flag_rate) >= power:
-            return n
-        n = int(n * 1.25) + 1
-    return None
+    Images every shadow trained on are removed from the analysis (reported as skipped).
+    """
+    assert setup.shadows is not None
+    fpr = 0.05 if opts.fpr is None else opts.fpr
+    cache_root = Path(opts.cache_dir or default_cache_dir()) if opts.use_cache else None
+    r = encodermi_r_step([x.path for x in fs.rows], [x.path for x in rs.rows], setup.encoder, setup.shadows, setup.views, opts.seed,
+                         cache_root, fpr, progress)
+    why = "every shadow encoder of the calibration was trained on this image, so its difficulty cannot be estimated"
+    gone = [SkippedFile(x.path, why, "suspect") for x, k in zip(fs.rows, r.suspect_kept, strict=True) if not k]
+    gone += [SkippedFile(x.path, why, "reference") for x, k in zip(rs.rows, r.reference_kept, strict=True) if not k]
+    fs, rs = fs.subset(r.suspect_kept), rs.subset(r.reference_kept)
+    require_usable(fs, "suspect")
+    t = r.threshold
+    # The TPR of the audited encoder at this threshold is unknown: 1.0 makes the used-fraction estimate a lower bound.
+    thr = Threshold(t.threshold, f"reference fpr={fpr:g} (conformal, out-of-fold)", t.expected_fpr, 1.0, t.expected_fpr)
+    return Scores(r.scores, np.full(len(r.scores), np.nan), r.scores >= t.threshold, thr, r.reference_scores, r.used), fs, rs, gone
 
 
 def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSetup, opts: ScanOptions) -> tuple[ScanStatistics, np.ndarray | None, np.ndarray | None]:
@@ -293,14 +305,15 @@ def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSet
     if rs is not None:
         assert sc.reference is not None
         rank = S.rank_test(sc.scores, sc.reference)
-        pvals = S.empirical_pvalues(sc.scores, sc.reference)
+        calibrated = sc.used is not None and sc.used.calibrated
+        pvals = S.predictive_pvalues(sc.scores, sc.reference) if calibrated else S.empirical_pvalues(sc.scores, sc.reference)
         bh = S.benjamini_hochberg(pvals, opts.fdr)
         shift = shift_check(fs.stats, rs.stats, seed=opts.seed)
         power = S.required_sample_size(rank.auc, alpha=opts.alpha, reference_size=rs.n)
     else:
         fpr = sc.threshold.test_fpr
         binom = S.binomial_test(k, n, fpr)
-        need = _binomial_power(k / n, fpr, opts.alpha)
+        need = S.binomial_sample_size(k / n, fpr, opts.alpha)
         auc = float(setup.calibration.attacks[setup.kind].metrics.get("roc_auc") or float("nan"))
         power = S.PowerEstimate(n_suspects_needed=need, n_reference=None, auc=auc, alpha=opts.alpha, power=0.8,
                                 note=("binomial test at the observed flag rate" if need else
@@ -318,16 +331,24 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     inputs = gather_images(images, opts)
     setup = load_setup(opts)
     fs, rs = embed(inputs, setup, opts, progress)
-    sc = score(fs, rs, setup.attack, opts.fpr)
+    extra_skipped: list[SkippedFile] = []
+    if rs is not None and setup.shadows is not None:
+        sc, fs, rs, extra_skipped = score_calibrated(fs, rs, setup, opts, progress)
+    else:
+        sc = score(fs, rs, setup.attack, opts.fpr)
+        note = NO_SHADOWS_REASON if rs is not None else None
+        sc = replace(sc, used=ScoreUsed(name=setup.attack.attack.name, calibrated=False, shadows=[], note=note))
     st, pvals, bh = statistics(sc, fs, rs, setup, opts)
-    verdict = decide(opts.alpha, rank=st.rank_test, shift=st.shift_check, power=st.power, binomial=st.binomial_test)
+    transfer = None if rs is not None else reference_free_mismatch(setup.encoder.describe(), (setup.calibration.meta.get("shadow") or {}).get("encoder"))
+    verdict = decide(opts.alpha, rank=st.rank_test, shift=st.shift_check, power=st.power, binomial=st.binomial_test, transfer=transfer)
 
     rows = [ScoredImage(path=r.path, sha256=r.sha256, score=float(sc.scores[i]),
-                        member_probability=float(np.clip(sc.probabilities[i], 0, 1)), member=bool(sc.flags[i]),
+                        member_probability=None if sc.used and sc.used.calibrated else float(np.clip(sc.probabilities[i], 0, 1)),
+                        member=bool(sc.flags[i]),
                         p_value=float(pvals[i]) if pvals is not None else None,
                         bh_flag=bool(bh[i]) if bh is not None else None)
             for i, r in enumerate(fs.rows)]
-    skipped = [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped]
+    skipped = [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped] + extra_skipped
     if rs is not None:
         skipped += [SkippedFile(s.path, s.reason, "reference") for s in rs.skipped]
     reference = None
@@ -346,7 +367,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     return ScanResult(verdict=verdict, images=rows, n_images=len(inputs.suspects), n_duplicates=sum(len(g) - 1 for g in fs.duplicates),
                       mean_score=float(np.mean(sc.scores)), threshold=sc.threshold, statistics=st, reference=reference,
                       skipped=skipped, duplicates=[list(g) for g in fs.duplicates], encoder=setup.encoder.describe(),
-                      calibration=calibration, config=config, environment=environment(), timing=timing)
+                      calibration=calibration, config=config, environment=environment(), timing=timing, score=sc.used)
 
 
 __all__ = [

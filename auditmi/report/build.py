@@ -11,11 +11,13 @@ Values are left as Python/numpy values; :mod:`auditmi.report.jsondoc` makes them
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from auditmi import __version__
+from auditmi import stats as S
 from auditmi.report.schema import REPORT_KIND, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -77,6 +79,8 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
         "timing": {"started": _iso(result.timing.started), "seconds": (result.timing.finished - result.timing.started).total_seconds(),
                    "suspect": result.timing.suspect, "reference": result.timing.reference, "from_cache": result.timing.from_cache},
     }
+    if result.score is not None:
+        report["score"] = S.jsonable(asdict(result.score))
     if result.truth is not None:
         report["truth"] = result.truth
     return report

@@ -108,6 +108,17 @@ def image_rows(images: list[Mapping[str, Any]], top_k: int, thumbnails: bool) ->
     return rows, len(images)
 
 
+def _score_line(score: Any) -> str | None:
+    """One line on the score a scan used (EncoderMI-R with its shadows and fit, or a classifier)."""
+    if not isinstance(score, Mapping):
+        return None
+    if not score.get("calibrated"):
+        return f"{score.get('name')} (reference-free classifier){'; ' + str(score['note']) if score.get('note') else ''}"
+    shadows = score.get("shadows") or []
+    return (f"{score.get('name')}: calibrated per image against {len(shadows)} shadow encoders; difficulty model R\u00b2 on the "
+            f"reference {num(score.get('r2_out_of_fold'), 2)} (out-of-fold); per-image p-values {str(score.get('p_values')).split(':')[0]}")
+
+
 def provenance(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, Any]]]:
     """Key/value rows (versions, hashes, seeds) and titled blocks (shown as JSON) for reproduction."""
     calib = get(report, "calibration") or {}
@@ -132,6 +143,7 @@ def provenance(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[t
         ("calibration bundle", get(calib, "path")),
         ("calibration bundle sha256", get(calib, "bundle_sha256")),
         ("attack", attack),
+        ("score", _score_line(get(report, "score"))),
         ("seed", get(config, "seed")),
         ("device", get(config, "device")),
         ("python", get(env, "python")),
@@ -145,6 +157,7 @@ def provenance(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[t
         ("Held-out calibration metrics", get(calib, "held_out_metrics")),
         ("Configuration", config),
         ("Encoder", enc),
+        ("Score used (EncoderMI-R: shadows, difficulty model R\u00b2, p-values, reference threshold)", get(report, "score")),
         ("Calibration", {k: v for k, v in calib.items() if k != "roc"} if isinstance(calib, Mapping) else calib),
         ("Environment", env),
         ("Timing", get(report, "timing")),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats as _sps
 from sklearn import metrics as _skm
 
 from auditmi.errors import InputError
@@ -261,3 +262,51 @@ def threshold_at_fpr(non_member_scores: Any, fpr: float) -> float:
     return float(uniq[ok[0]])
 
 
+@dataclass(frozen=True)
+class ReferenceThreshold:
+    """A threshold from reference scores and what it achieves."""
+
+    fpr_target: float
+    threshold: float  # flag when score >= threshold (inf: the reference is too small for this rate)
+    n_reference: int
+    reference_above: int  # m: reference scores allowed at or above the threshold
+    expected_fpr: float  # (m+1)/(n+1), <= fpr_target
+    fpr_interval: tuple[float, float]  # central interval of the achieved FPR given this reference
+    confidence: float
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (an infinite threshold becomes null)."""
+        d = asdict(self)
+        d["threshold"] = self.threshold if math.isfinite(self.threshold) else None
+        d["fpr_interval"] = list(self.fpr_interval)
+        return d
+
+
+def reference_threshold(reference_scores: Any, fpr: float, confidence: float = 0.95) -> ReferenceThreshold:
+    """Conservative threshold at ``fpr`` from ``reference_scores`` (higher = more member-like).
+
+    Flagging a new image when its score exceeds the ``(m+1)``-th largest of ``n`` reference scores
+    gives a null image exchangeable with the reference a false-positive probability of exactly
+    ``(m+1)/(n+1)`` (continuous scores; ties only lower it). The rule takes the largest ``m`` with
+    ``(m+1)/(n+1) <= fpr`` (the conformal, finite-sample empirical quantile), which is the same as
+    flagging when :func:`empirical_pvalues` is ``<= fpr``. That holds on average over reference
+    sets; for THIS reference the achieved FPR is Beta(m+1, n-m) distributed, and its central
+    interval is reported.
+    """
+    a = np.sort(np.asarray(reference_scores, dtype=np.float64).ravel())
+    if a.size == 0 or not np.all(np.isfinite(a)):
+        raise ValueError("reference scores must be a non-empty array of finite numbers")
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must lie strictly between 0 and 1 (got {fpr})")
+    n = a.size
+    m = math.floor(fpr * (n + 1) + 1e-9) - 1
+    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    if m < 0:
+        need = math.ceil(1 / fpr) - 1
+        return ReferenceThreshold(fpr, math.inf, n, 0, 0.0, (0.0, 0.0), confidence,
+                                  note=f"{n} reference images cannot resolve a false-positive rate of {fpr:g}: at least {need} are needed; nothing is flagged.")
+    m = min(m, n - 1)
+    t = float(np.nextafter(a[n - m - 1], np.inf))
+    lo, hi = float(_sps.beta.ppf(lo_q, m + 1, n - m)), float(_sps.beta.ppf(hi_q, m + 1, n - m))
+    return ReferenceThreshold(fpr, t, n, m, (m + 1) / (n + 1), (lo, hi), confidence)
