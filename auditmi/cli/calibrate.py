@@ -27,6 +27,8 @@ def calibrate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
+    shadows: Annotated[int, typer.Option("--shadows", "-k", help="Shadow encoders to pre-train on seeded halves of --shadow-data and carry in the bundle "
+                                         "as reference models for EncoderMI-R (scans with --reference); 0 for none.")] = 4,
     shadow_encoder: Annotated[str | None, typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
     members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
     non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
@@ -46,7 +48,7 @@ def calibrate(
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),
-                            attacks=kinds, optimizer=optimizer, lr=lr,
+                            attacks=kinds, optimizer=optimizer, lr=lr, shadows=shadows,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
         result = run_calibrate(opts, progress=cb, command=command_line())
@@ -64,4 +66,9 @@ def calibrate(
         t.add_row(k + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
     out.print(t)
+    sh = cal.meta.get("shadows")
+    if sh:
+        chosen = sh["score"].get("chosen_by", {})
+        err.print(f"{len(sh['encoders'])} shadow encoders carried for EncoderMI-R; score chosen by {chosen.get('method', '-')}"
+                  + (f" ({chosen['combination']})" if chosen.get("combination") else ""))
     err.print(f"calibration bundle written to {result.bundle}")

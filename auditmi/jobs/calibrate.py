@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from auditmi import validate as V
 from auditmi.calibration import Calibration, fit_calibration, save_calibration
 from auditmi.encoders import load_encoder, resolve_device
 from auditmi.encoders.local import load_local
@@ -16,6 +17,7 @@ from auditmi.errors import InputError
 from auditmi.images import ImageLoadError, read_and_hash
 from auditmi.jobs.common import Progress, discover_images, environment, features
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
+from auditmi.shadow_set import build_shadow_set, load_public
 from auditmi.views import ViewConfig
 
 
@@ -44,6 +46,7 @@ class CalibrateOptions:
     temperature: float = 0.5
     feature_batch_size: int | None = None
     workers: int | None = None
+    shadows: int = 4  # shadow reference encoders for EncoderMI-R (with --shadow-data; 0: none)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cfg = ViewConfig(n_views=opts.views)
     out = Path(opts.out)
     shadow_meta: dict[str, Any]
+    extra_meta: dict[str, Any] = {}
+    extra_files: dict[str, Any] = {}
+    V.int_in("--shadows", opts.shadows, 0, 64, error=InputError)
     if opts.shadow_encoder:
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
@@ -124,6 +130,13 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         shadow_meta = {"trained_by_auditmi": True, "encoder": enc.describe(), "training": tcfg.to_dict(), "checkpoint": str(final),
                        "member_sha256": mem_h, "non_member_sha256": non_h,
                        "skipped_members": [{"path": str(s.path), "reason": s.reason} for s in skipped]}
+        if opts.shadows > 0:
+            # Shadow 0 is the encoder just trained (its half is the split above); the others train on
+            # further seeded halves of the same public images (auditmi.shadow_set).
+            public, _ = load_public(mem_paths + non_paths, opts.image_size, cfg)
+            sm, extra_files = build_shadow_set(public, opts.shadows, tcfg, cfg, opts.seed, out / "shadow-encoder" / "reference", dev,
+                                               progress, first=(final, shas))
+            extra_meta["shadows"] = sm
     mf = features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members")
     nf = features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members")
     if shadow_meta.get("trained_by_auditmi"):
@@ -133,7 +146,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         shadow_meta["non_member_sha256"] = sorted({r.sha256 for r in nf.rows})
     cal = fit_calibration(mf.features, nf.features, cfg, kinds=opts.attacks, seed=opts.seed, heldout_fraction=opts.heldout_fraction,
                           attack_options=opts.attack_options,
-                          meta={"shadow": shadow_meta, "command": command, "environment": environment(),
+                          meta={"shadow": shadow_meta, **extra_meta, "command": command, "environment": environment(),
                                 "skipped": [{"path": str(s.path), "reason": s.reason} for s in mf.skipped + nf.skipped]})
-    save_calibration(cal, out)
+    save_calibration(cal, out, extra_files=extra_files)
     return CalibrateResult(out, cal)
