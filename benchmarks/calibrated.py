@@ -134,7 +134,10 @@ def main() -> None:
 
     # 1. Choose the score on the shadows alone.
     inc = np.array([[int(i) in set(m) for i in pool["pool_train_idx"]] for m in (pool["members"][k] for k in k_idx)])
-    spec = choose_spec(stack(shadows, "pool"), inc)
+    if len(shadows) >= 2:
+        spec = choose_spec(stack(shadows, "pool"), inc)
+    else:  # no shadow game with one shadow: the library's documented default
+        from auditmi.shadow_set import DEFAULT_SPEC as spec
     y = np.r_[np.ones(len(sets["members"])), np.zeros(len(sets["unseen"]))]
     res: dict = {"n_shadows": len(shadows), "shadows": shadows, "spec": spec.to_dict(),
                  "evaluation": {"members": len(sets["members"]), "unseen_test": len(sets["unseen"]), "reference": len(sets["reference"])}}

@@ -22,18 +22,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from auditmi.calibration import load_calibration, save_calibration
+from auditmi.datasets import fashion_mnist
+from auditmi.images import LoadedImage, decode
+from auditmi.shadow_game import choose_spec
+from auditmi.shadow_set import PublicImages, bundle_parts, load_shadows, public_signals
+from auditmi.views import working_side
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-
-from auditmi.datasets import fashion_mnist
-from auditmi.images import (
-    LoadedImage,
-    decode,
-)
-from auditmi.shadow_bundle import load_shadows, save_shadows
-from auditmi.shadow_game import choose_spec
-from auditmi.shadow_set import PublicImages, public_signals
-from auditmi.views import ViewConfig, working_side
 
 
 def png_bytes(a: np.ndarray) -> bytes:
@@ -57,8 +54,8 @@ def main() -> None:
         sys.exit("no finished shadow under " + str(sdir))
     ks = [int(p.name.split("-")[1]) for p in done]
     xtr, _ = fashion_mnist("train")
-    cal = json.loads((Path(a.bundle) / "calibration.json").read_text())
-    views = ViewConfig.from_dict(cal["views"])
+    cal = load_calibration(a.bundle)
+    views = cal.views
     seed = 0
     side = working_side(32, views)
     imgs, shas = [], []
@@ -68,7 +65,7 @@ def main() -> None:
         h = hashlib.sha256(data).hexdigest()
         imgs.append(LoadedImage(path=Path(f"fmnist-train-{int(i):05d}.png"), sha256=h, pixels=pix, original_size=size))
         shas.append(h)
-    sha_of = dict(zip(pool["pool_train_idx"], shas))
+    sha_of = dict(zip(pool["pool_train_idx"], shas, strict=True))
     public = PublicImages(imgs)
     inc = np.array([[int(i) in set(pool["members"][k]) for i in pool["pool_train_idx"]] for k in ks])
     finals = [p / "final" for p in done]
@@ -81,11 +78,13 @@ def main() -> None:
     clash = example & set().union(*map(set, training))
     if clash:
         sys.exit(f"{len(clash)} example images were used to train shadows; refusing")
-    save_shadows(a.bundle, finals, training, spec, shas,
-                 info={"training": json.loads((finals[0] / "encoder.json").read_text())["training"]["config"],
-                       "public_pool": "Fashion-MNIST train images, not target members (benchmarks/train_shadows.py)",
-                       "command": "python examples/fashion/build_shadows.py " + " ".join(sys.argv[1:])})
-    ss = load_shadows(a.bundle)
+    meta, files = bundle_parts(finals, training, spec, shas,
+                               info={"training": json.loads((finals[0] / "encoder.json").read_text())["training"]["config"],
+                                     "public_pool": "Fashion-MNIST train images, not target members (benchmarks/train_shadows.py)",
+                                     "command": "python examples/fashion/build_shadows.py " + " ".join(sys.argv[1:])})
+    cal.meta["shadows"] = meta
+    save_calibration(cal, a.bundle, extra_files=files)
+    ss = load_shadows(load_calibration(a.bundle).meta, Path(a.bundle))
     assert ss is not None
     print(json.dumps({"shadows": ss.k, "score": ss.spec.to_dict()}, indent=1))
 
