@@ -195,7 +195,7 @@ def save_calibration(cal: Calibration, path: str | Path, extra_files: Mapping[st
 
 
 #: Entries of a bundle folder carried over when it is rewritten: ``auditmi calibrate`` pre-trains its
-#: shadow encoder (resumably) under ``OUT/shadow-encoder``; shadow reference encoders live under ``OUT/shadows``.
+#: shadow encoder (resumably) under ``OUT/shadow-encoder``, and the further EncoderMI-R shadows under ``OUT/shadows``.
 KEEP = ("shadow-encoder", "shadows")
 
 

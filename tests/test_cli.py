@@ -217,7 +217,10 @@ def test_scan_rows_for_good_images_and_reasons_for_broken_files(scan: Scan) -> N
     for path, row in rows.items():
         assert row["sha256"] == sha256(path)
         assert np.isfinite(row["score"])
-        assert 0.0 <= row["member_probability"] <= 1.0
+        if r["score"]["calibrated"]:  # EncoderMI-R: p-values, no calibrated probability
+            assert row["member_probability"] is None and 0.0 < row["p_value"] <= 1.0
+        else:
+            assert 0.0 <= row["member_probability"] <= 1.0
         assert row["decision"] == ("member" if row["score"] >= thr else "non-member")
     skipped = {Path(s["path"]).resolve(): s for s in r["skipped"]}
     assert set(skipped) == {p.resolve() for p in scan.broken.values()}
@@ -597,3 +600,19 @@ def test_evaluate_table_fits_80_columns() -> None:
         assert head in text
     row = next(line for line in lines if line.strip().startswith("V "))
     assert row.split() == ["V", "0.500", "0.500", "0.500", "0.750", "0.500", "0.500", "0.123", "0.010"]
+
+
+def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan, calibrated: Calibrated) -> None:
+    """The shared bundle was calibrated with the default --shadows 4: a scan with --reference uses EncoderMI-R,
+    and the report says so (shadows, difficulty-model R^2, p-value method, reference threshold)."""
+    r = _report(scan)
+    sc = r["score"]
+    assert sc["name"] == "EncoderMI-R" and sc["calibrated"] and len(sc["shadows"]) == 4
+    assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("predictive")
+    assert sc["r2_out_of_fold"] is not None and set(sc["difficulty_r2"]) == set(sc["spec"]["signals"])
+    assert sc["threshold"]["n_reference"] == r["reference"]["n_images"] - r["reference"]["n_skipped"]
+    assert r["aggregate"]["threshold_kind"].startswith("reference fpr=")
+    assert "EncoderMI-R" in scan.html.read_text()
+    cal = json.loads((calibrated.bundle / "calibration.json").read_text())
+    assert [e["weights"] for e in cal["shadows"]["encoders"]] == [f"shadow-{k}.safetensors" for k in range(4)]
+    assert all(f"shadow-{k}.safetensors" in cal["files"] for k in range(4))  # covered by the bundle's pin

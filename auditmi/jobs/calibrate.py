@@ -134,7 +134,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
             # Shadow 0 is the encoder just trained (its half is the split above); the others train on
             # further seeded halves of the same public images (auditmi.shadow_set).
             public, _ = load_public(mem_paths + non_paths, opts.image_size, cfg)
-            sm, extra_files = build_shadow_set(public, opts.shadows, tcfg, cfg, opts.seed, out / "shadow-encoder" / "reference", dev,
+            sm, extra_files = build_shadow_set(public, opts.shadows, tcfg, cfg, opts.seed, out / "shadows", dev,
                                                progress, first=(final, shas))
             extra_meta["shadows"] = sm
     mf = features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members")
