@@ -177,7 +177,7 @@ def encodermi_r_step(suspect_paths: Sequence[Path], reference_paths: Sequence[Pa
     thr = reference_threshold(cs.reference_scores, fpr)
     used = ScoreUsed(name="EncoderMI-R", calibrated=True, shadows=[s.describe() for s in shadows.shadows], spec=shadows.spec.to_dict(),
                      difficulty_r2=cs.r2, r2_out_of_fold=cs.r2_out_of_fold,
-                     p_values="predictive: Student-t prediction interval of the reference's out-of-fold scores",
+                     p_values="predictive: Student-t fitted to the reference's out-of-fold scores",
                      threshold=thr.to_dict(), shadow_training_overlap=cs.overlap, note=thr.note or None)
     return RStep(kept(suspect_paths, r.suspects, cs.suspect_kept), kept(reference_paths, r.reference, cs.reference_kept),
                  cs.suspect_scores, cs.reference_scores, thr, used)

@@ -126,3 +126,14 @@ def test_calibrated_scores_mask_shadow_training_images():
     acts = {o["sha256"]: o["action"] for o in out.overlap}
     assert "excluded" in acts["h1"] and "not used" in acts["h0"] and "not used" in acts["h100"]
     assert 0.5 < out.r2_out_of_fold <= out.r2["pair_mean"] + 0.05
+
+
+def test_predictive_pvalues_resolve_below_one_over_n_and_follow_heavy_tails():
+    rng = np.random.default_rng(4)
+    ref = rng.standard_t(4, size=200)
+    p = S.predictive_pvalues(np.array([0.0, 6.0, 30.0]), ref)
+    assert 0.4 < p[0] < 0.6 and p[2] < 1 / 201 and p[1] > p[2]
+    # heavy-tailed null: a point at the reference's 99th percentile gets p near 0.01, not much smaller
+    q = S.predictive_pvalues(np.array([np.quantile(rng.standard_t(4, size=100000), 0.99)]), ref)[0]
+    assert 0.004 < q < 0.03
+    np.testing.assert_allclose(S.predictive_pvalues(np.array([1.0, 2.0]), np.ones(20)), [1.0, 1 / 21])
