@@ -73,8 +73,13 @@ def print_report(result: ScanResult, show: int) -> None:
     n_skipped = sum(s.set == "suspect" for s in result.skipped)
     t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates)")
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
-    t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
-              f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
+    if su is not None and su.calibrated and su.threshold:
+        lo, hi = su.threshold["fpr_interval"]
+        t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind}): expected FPR "
+                  f"{fmt(thr.expected_fpr)} (95% interval for this reference {fmt(lo)}-{fmt(hi)}); TPR unknown, so the used fraction is a lower bound")
+    else:
+        t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
+                  f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
     uf = st.used_fraction
     if uf.estimate is not None and math.isfinite(uf.estimate):
         t.add_row("estimated fraction used", f"{uf.estimate:.1%} (95% CI {fmt(_finite(uf.ci_low), '.1%')} - {fmt(_finite(uf.ci_high), '.1%')})")
