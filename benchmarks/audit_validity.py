@@ -60,7 +60,7 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
 
     from auditmi.calibrated_scan import cached_signals
     from auditmi.encoders.local import load_local
-    from auditmi.shadow_bundle import load_shadows
+    from auditmi.shadow_set import load_shadows, shadow_encoder
     from auditmi.signals import summaries
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -68,7 +68,7 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
 
     man = json.loads((EX / "manifest.json").read_text())
     cal = load_calibration(EX / "calibration")
-    ss = load_shadows(EX / "calibration")
+    ss = load_shadows(cal.meta, cal.path)
     assert ss is not None
     xte, _ = fashion_mnist("test")
     rng = np.random.default_rng(2026)
@@ -79,7 +79,7 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
     n = cal.views.n_views
     cpu = torch.device("cpu")
     t = summaries(cached_signals(paths, load_local(EX / "encoder", cpu), cal.views, 0, cache).raw, n)
-    sh = np.stack([summaries(cached_signals(paths, load_local(e.path, cpu), cal.views, 0, cache).raw, n) for e in ss.shadows], axis=1)
+    sh = np.stack([summaries(cached_signals(paths, shadow_encoder(e, cpu), cal.views, 0, cache).raw, n) for e in ss.shadows], axis=1)
     return {"pool": f"{n_unseen} unseen test images + the {len(paths) - n_unseen} reference images", "shadows": ss.k,
             "score": ss.spec.to_dict(), **null_splits(t, sh, ss.spec, splits)}
 
@@ -167,9 +167,7 @@ def main() -> None:
                            "shift_p": r.statistics.shift_check.p_value, "rank_p": r.statistics.rank_test.p_value}
         res["shift"] = shift
         del bright
-    from auditmi.shadow_bundle import has_shadows
-
-    if has_shadows(EX / "calibration"):
+    if cal.meta.get("shadows"):
         res["encodermi_r_null"] = calibrated_null(a.splits)
     res["seconds"] = time.time() - t0
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
