@@ -89,3 +89,10 @@ def test_missing_tests_are_a_programming_error() -> None:
 def test_labels_are_the_report_strings() -> None:
     assert [label.value for label in Label] == ["likely-used", "no-evidence", "inconclusive"]
     assert Label("likely-used") is Label.LIKELY_USED and Label.LIKELY_USED == "likely-used"
+
+
+def test_reference_free_verdict_is_inconclusive_when_the_calibration_does_not_transfer() -> None:
+    why = "the audited encoder differs from the shadow encoder (input size 224 vs the shadow's 32); give --reference"
+    v = decide(0.05, binomial=_binom(1e-6), transfer=why)
+    assert v.label is Label.INCONCLUSIVE and v.test is TestName.BINOMIAL and v.reason == why
+    assert decide(0.05, binomial=_binom(1e-6), transfer=None).label is Label.LIKELY_USED
