@@ -63,3 +63,25 @@ def test_reference_free_mismatch():
                                    {"input_size": 32, "architecture": {"arch": "cifar_resnet"}}) is None
     why = reference_free_mismatch(enc, {"input_size": 32, "architecture": {"arch": "cifar_resnet"}})
     assert "input size 224" in why and "architecture family vit" in why and "--reference" in why and "after the encoder's release" in why
+
+
+def test_bundle_without_shadows_scans_with_tvs_and_says_why_not_calibrated(tmp_path):
+    """A bundle built without shadows (as every bundle before EncoderMI-R) keeps working with the
+    reference-free classifier, and the report says why it cannot calibrate per image."""
+    import json
+
+    from tests.e2e_support import CALIBRATE_ARGS, make_noise_images, run_cli
+
+    make_noise_images(tmp_path / "public", 24, seed=0)
+    make_noise_images(tmp_path / "sus", 6, seed=1)
+    make_noise_images(tmp_path / "ref", 12, seed=2)
+    proc = run_cli("calibrate", "--shadow-data", tmp_path / "public", "--out", tmp_path / "cal", "--shadows", "0", *CALIBRATE_ARGS,
+                   cache_dir=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "shadows" not in json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    enc = next((tmp_path / "cal" / "shadow-encoder").glob("*/final"))
+    proc = run_cli("scan", tmp_path / "sus", "-e", enc, "-c", tmp_path / "cal", "--reference", tmp_path / "ref", "--json", "-",
+                   "--device", "cpu", "--quiet", cache_dir=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    score = json.loads(proc.stdout)["score"]
+    assert score["calibrated"] is False and "cannot be calibrated per image" in score["note"]
