@@ -179,6 +179,10 @@ def scan(
     check_rates(fpr, fdr, alpha)
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
+    if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
+        from auditmi.cli.encoders import http_preflight
+
+        http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
     tr = read_truth(truth) if truth else None
     for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
         if not dest.parent.is_dir():
