@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -127,7 +128,7 @@ def load_export(path: str | Path, device: torch.device, spec: str) -> Encoder:
     try:
         with _weights_only():
             prog = torch.export.load(str(p))
-    except _UnpicklingRefused as e:
+    except (_UnpicklingRefused, pickle.UnpicklingError) as e:
         raise EncoderUnavailableError(
             f"{p} needs unrestricted unpickling to load (pickled objects that are not plain tensors); auditmi never "
             "unpickles shared files. Re-export the model so that its weights and inputs are plain tensors."
