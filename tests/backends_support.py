@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import threading
@@ -47,10 +48,8 @@ class EmbedService:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -106,7 +105,7 @@ class EmbedService:
     def statuses(self) -> list[int]:
         return [s for _, s, _, _ in self.log]
 
-    def __enter__(self) -> "EmbedService":
+    def __enter__(self) -> EmbedService:
         self.thread.start()
         return self
 

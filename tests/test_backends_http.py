@@ -29,6 +29,7 @@ from auditmi.encoders.base import Encoder
 from auditmi.encoders.http_config import identity, plan, read_config, request_count
 from auditmi.errors import EncoderUnavailableError, InputError
 from auditmi.pipeline import compute_features
+
 from backends_support import EmbedService, write_config
 from e2e_support import assert_user_error, run_cli
 
@@ -115,7 +116,7 @@ def test_scan_over_http_survives_faults_and_matches_local(tmp_path: Path, local:
     http_scores = {Path(r["path"]).name: r["score"] for r in report["images"]}
     for enc, tol in ((_quantised(local), 1e-4), (local, 0.03)):
         fs = compute_features(paths, enc, cal.views, seed=0, num_workers=0)
-        local_scores = dict(zip((r.path.name for r in fs.rows), attack.score(fs.features)))
+        local_scores = dict(zip((r.path.name for r in fs.rows), attack.score(fs.features), strict=True))
         diff = max(abs(http_scores[k] - local_scores[k]) for k in local_scores)
         assert diff <= tol, (enc.spec, diff)
     assert elapsed < 120

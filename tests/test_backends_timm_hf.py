@@ -11,6 +11,7 @@ import torch
 
 from auditmi.encoders import load_encoder, parse_spec
 from auditmi.errors import EncoderUnavailableError
+
 from e2e_support import assert_user_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,8 +25,9 @@ import io
 import json
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -163,6 +164,10 @@ def load_export(path: str | Path, device: torch.device, spec: str) -> Encoder:
     )
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
 def save_export(model: torch.nn.Module, path: str | Path, input_size: int, mean: tuple[float, float, float],
                 std: tuple[float, float, float], extra: dict[str, Any] | None = None) -> Path:
     """Export ``model`` (eval mode, dynamic batch) to ``path`` with its sidecar JSON; returns the path.
@@ -177,7 +182,7 @@ def save_export(model: torch.nn.Module, path: str | Path, input_size: int, mean:
     prog = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
     buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the temp file has neither
     torch.export.save(prog, buf)
-    atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+    atomic_write(out, lambda tmp: _write_bytes(tmp, buf.getvalue()))
     meta = {"input_size": int(input_size), "mean": [float(m) for m in mean], "std": [float(s) for s in std], **(extra or {})}
     atomic_write_text(out.with_name(out.name + ".json"), json.dumps(meta, indent=2))
     return out

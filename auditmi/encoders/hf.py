@@ -24,8 +24,9 @@ Weights: safetensors when present; otherwise transformers reads ``.bin`` files o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -83,7 +84,7 @@ def _select_output(cls_name: str, model: torch.nn.Module) -> tuple[Callable[[tor
     if cls_name in DUAL_MODELS or (hasattr(model, "get_image_features") and hasattr(model, "text_model")):
 
         def dual(x: torch.Tensor) -> torch.Tensor:
-            out = model.get_image_features(pixel_values=x)
+            out = getattr(model, "get_image_features")(pixel_values=x)  # noqa: B009 (typed nn.Module has no such attribute)
             return out if isinstance(out, torch.Tensor) else out.pooler_output
 
         return dual, "get_image_features (projected)"
