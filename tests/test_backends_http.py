@@ -206,6 +206,14 @@ def test_retry_after_is_honoured(tmp_path: Path, local: Encoder) -> None:
     assert t_ok - t503 < 0.9  # a 503 without Retry-After: short exponential backoff
 
 
+def test_max_rps_spaces_requests(tmp_path: Path, local: Encoder) -> None:
+    with EmbedService(local) as svc:
+        enc = load_encoder(f"http:{write_config(tmp_path / 'r.toml', svc.url, input_size=32, max_batch=1, concurrency=3, max_rps=10)}")
+        enc.embed(torch.rand(6, 3, 32, 32))
+    times = sorted(t for t, *_ in svc.log)
+    assert len(times) == 6 and times[-1] - times[0] >= 0.45  # 6 requests at <= 10/s span >= 0.5 s (minus timer slack)
+
+
 def test_config_secrets_stay_out_of_identity_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_KEY", SECRET)
     cfg_path = write_config(tmp_path / "c.toml", "https://api.example.com/v1/embeddings?key=${MY_KEY}&literal=abcd1234",
@@ -215,7 +223,13 @@ def test_config_secrets_stay_out_of_identity_and_errors(tmp_path: Path, monkeypa
     assert SECRET not in ident and "abcd1234" not in ident and "${MY_KEY}" in ident
     enc = load_encoder(f"http:{cfg_path}")
     assert SECRET not in json.dumps(enc.describe()) and "abcd1234" not in json.dumps(enc.describe())
-    assert enc.forward.redact(f"bad key {SECRET}") == "bad key ***"
+    assert enc.forward.redact(f"bad key {SECRET}, abcd1234") == "bad key ***, ***"
+    # httpx logs request URLs at INFO level: a host application's logging never sees the key.
+    import logging
+
+    rec = logging.LogRecord("httpx", logging.INFO, __file__, 1, "HTTP Request: POST %s", (enc.forward.url,), None)
+    assert all(f.filter(rec) for f in logging.getLogger("httpx").filters)
+    assert SECRET not in rec.getMessage() and "abcd1234" not in rec.getMessage()
     monkeypatch.delenv("MY_KEY")
     with pytest.raises(EncoderUnavailableError, match=r"\$\{MY_KEY\}.*not set"):
         load_encoder(f"http:{cfg_path}")

@@ -18,9 +18,11 @@ import base64
 import concurrent.futures as cf
 import email.utils
 import io
+import logging
 import threading
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import torch
@@ -66,6 +68,26 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _RedactFilter(logging.Filter):
+    """Redacts an embedder's secrets from httpx/httpcore log records (they log request URLs)."""
+
+    def __init__(self, embedder: HttpEmbedder) -> None:
+        super().__init__()
+        self.embedder = embedder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        red = self.embedder.redact(msg)
+        if red != msg:
+            record.msg, record.args = red, ()
+        return True
+
+
+def _redact_logs(embedder: HttpEmbedder) -> None:
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).addFilter(_RedactFilter(embedder))
+
+
 def to_png_b64(views: torch.Tensor) -> list[str]:
     """(B, 3, S, S) images in [0, 1] -> base64 PNGs of their 8-bit quantisation."""
     from PIL import Image
@@ -92,7 +114,10 @@ class HttpEmbedder:
         for k, v in cfg.headers.items():
             self.headers[k], s = expand(v, f"header {k}")
             secrets += s if "${" in v else [v]  # literal header values are secrets too
+        # Query values of the URL may be keys too (?api_key=...): treat them all as secrets.
+        secrets += [v for _, v in parse_qsl(urlsplit(self.url).query, keep_blank_values=True)]
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        _redact_logs(self)
         self.client = httpx.Client(timeout=cfg.timeout, headers=self.headers,
                                    limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency))
         self._lock = threading.Lock()
