@@ -234,7 +234,7 @@ def test_config_secrets_stay_out_of_identity_and_errors(tmp_path: Path, monkeypa
     with pytest.raises(EncoderUnavailableError, match=r"\$\{MY_KEY\}.*not set"):
         load_encoder(f"http:{cfg_path}")
     bad = write_config(tmp_path / "bad.toml", "https://x/", max_batch=0)
-    with pytest.raises(InputError, match="max_batch must be a positive integer"):
+    with pytest.raises(InputError, match="bad.toml: max_batch must be a positive integer, got 0"):
         read_config(bad)
     (tmp_path / "typo.toml").write_text('url = "https://x/"\nmax_bacth = 3\n')
     with pytest.raises(InputError, match="unknown key.*max_bacth"):

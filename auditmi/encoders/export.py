@@ -164,25 +164,21 @@ def load_export(path: str | Path, device: torch.device, spec: str) -> Encoder:
     )
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    Path(path).write_bytes(data)
-
-
 def save_export(model: torch.nn.Module, path: str | Path, input_size: int, mean: tuple[float, float, float],
                 std: tuple[float, float, float], extra: dict[str, Any] | None = None) -> Path:
     """Export ``model`` (eval mode, dynamic batch) to ``path`` with its sidecar JSON; returns the path.
 
     A convenience for users and examples: ``auditmi scan --encoder path.pt2`` then loads it.
     """
-    from auditmi._io import atomic_write, atomic_write_text
+    from auditmi._io import write_bytes, write_text
 
     out = Path(path)
     model = model.eval()
     x = torch.randn(2, 3, input_size, input_size)
     prog = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
-    buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the temp file has neither
+    buf = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer; the atomic writer's temp file has neither
     torch.export.save(prog, buf)
-    atomic_write(out, lambda tmp: _write_bytes(tmp, buf.getvalue()))
+    write_bytes(out, buf.getvalue())
     meta = {"input_size": int(input_size), "mean": [float(m) for m in mean], "std": [float(s) for s in std], **(extra or {})}
-    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(meta, indent=2))
+    write_text(out.with_name(out.name + ".json"), json.dumps(meta, indent=2))
     return out

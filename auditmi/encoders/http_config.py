@@ -70,23 +70,22 @@ class HttpConfig:
 
 
 def _check(cfg: HttpConfig, where: str) -> HttpConfig:
-    def bad(msg: str) -> InputError:
-        return InputError(f"{where}: {msg}")
+    """Refuse a config with values the client cannot use (messages name the file and the key)."""
+    from auditmi.validate import int_in, nonnegative_float, positive_int
 
     if not cfg.url.startswith(("http://", "https://")) and not cfg.url.startswith("${"):
-        raise bad(f"url must start with http:// or https:// (got {redact_url(cfg.url)!r}).")
+        raise InputError(f"{where}: url must start with http:// or https:// (got {redact_url(cfg.url)!r}).")
     if cfg.protocol not in PROTOCOLS:
-        raise bad(f"protocol must be one of {', '.join(PROTOCOLS)} (got {cfg.protocol!r}).")
-    for name in ("input_size", "max_batch", "concurrency", "retries", "budget_requests", "budget_views"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in {"retries", "budget_requests", "budget_views"} else 1):
-            raise bad(f"{name} must be a {'non-negative' if name.startswith(('budget', 'retries')) else 'positive'} integer (got {v!r}).")
-    for name in ("timeout", "max_rps", "backoff", "backoff_max"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "timeout" and v == 0):
-            raise bad(f"{name} must be a {'positive' if name == 'timeout' else 'non-negative'} number (got {v!r}).")
+        raise InputError(f"{where}: protocol must be one of {', '.join(PROTOCOLS)} (got {cfg.protocol!r}).")
+    for name in ("input_size", "max_batch", "concurrency"):
+        positive_int(f"{where}: {name}", getattr(cfg, name))
+    for name in ("retries", "budget_requests", "budget_views"):
+        int_in(f"{where}: {name}", getattr(cfg, name), 0, 10**15)
+    nonnegative_float(f"{where}: timeout", cfg.timeout, strictly_positive=True)
+    for name in ("max_rps", "backoff", "backoff_max"):
+        nonnegative_float(f"{where}: {name}", getattr(cfg, name))
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg.headers.items()):
-        raise bad("headers must map names to strings.")
+        raise InputError(f"{where}: headers must map names to strings.")
     return cfg
 
 

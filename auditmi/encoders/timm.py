@@ -47,21 +47,19 @@ def square_side(input_size: Any, what: str) -> int:
 
 
 def check_stats(mean: Any, std: Any, what: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Three finite means and three positive standard deviations, or a clear error."""
-    import math
+    """Three finite means and three positive standard deviations (one value is broadcast), or a clear error."""
+    from auditmi.validate import finite_list
 
-    try:
-        m = tuple(float(v) for v in mean)
-        s = tuple(float(v) for v in std)
-    except (TypeError, ValueError) as e:
-        raise EncoderUnavailableError(f"{what} has an unreadable normalisation (mean={mean!r}, std={std!r}).") from e
-    if len(m) == 1:
-        m = m * 3
-    if len(s) == 1:
-        s = s * 3
-    if len(m) != 3 or len(s) != 3 or not all(math.isfinite(v) for v in m + s) or min(s) <= 0:
-        raise EncoderUnavailableError(f"{what} needs 3 finite means and 3 positive stds (got mean={mean!r}, std={std!r}).")
-    return m, s  # type: ignore[return-value]
+    vals = []
+    for name, v in (("mean", mean), ("std", std)):
+        lst = finite_list(f"{what}: {name}", list(v) if isinstance(v, (list, tuple)) else [v], error=EncoderUnavailableError)
+        lst = lst * 3 if len(lst) == 1 else lst
+        if len(lst) != 3:
+            raise EncoderUnavailableError(f"{what}: {name} must hold 3 numbers (one per RGB channel), got {v!r}.")
+        vals.append(tuple(lst))
+    if min(vals[1]) <= 0:
+        raise EncoderUnavailableError(f"{what}: std must be positive, got {std!r}.")
+    return vals[0], vals[1]  # type: ignore[return-value]
 
 
 def _hub_name(name: str, tag: str) -> str:
