@@ -155,8 +155,13 @@ def signals_of_pixels(encoder: Encoder, pixels: Sequence[torch.Tensor], shas: Se
     with torch.inference_mode():
         views = render_views(imgs, params, size, mean, std)
         whole = render_views(imgs, whole_params(sizes[:, 0], sizes[:, 1]), size, mean, std)
-        ev = embed_raw(encoder, views).view(len(pixels), view_cfg.n_views, -1)
-        ew = embed_raw(encoder, whole)
+        bs = encoder.batch_size or 256
+
+        def emb(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([embed_raw(encoder, x[i:i + bs]) for i in range(0, x.shape[0], bs)])
+
+        ev = emb(views).view(len(pixels), view_cfg.n_views, -1)
+        ew = emb(whole)
         return raw_signals(ev, ew).cpu().numpy().astype(np.float32)
 
 
@@ -164,6 +169,8 @@ def compute_signals(paths: Sequence[Path], encoder: Encoder, view_cfg: ViewConfi
                     images_per_batch: int = 32, progress: ProgressFn | None = None) -> SignalSet:
     """Raw signals of every readable image in ``paths`` (unreadable files become ``skipped``)."""
     side = working_side(encoder.input_size, view_cfg)
+    if encoder.preflight is not None:  # e.g. a remote encoder's query budget: refuse before any call
+        encoder.preflight(len(paths), view_cfg.n_views + 1, encoder.batch_size or 256)
     ok_paths: list[Path] = []
     shas: list[str] = []
     out: list[np.ndarray] = []
