@@ -26,6 +26,16 @@ from auditmi.views import ViewConfig, working_side
 
 Progress = Callable[[str, int, int], None]
 
+#: Fewest reference images EncoderMI-R fits its difficulty model on (10 cross-fitting folds of a
+#: regression on up to 12 signals); below it a scan falls back to the reference-free classifier.
+MIN_REFERENCE = 30
+
+
+def too_small_reason(n_reference: int) -> str:
+    """Why a bundle with shadows still scores with the reference-free classifier."""
+    return (f"the reference has {n_reference} usable images; EncoderMI-R needs at least {MIN_REFERENCE} to fit and cross-fit its "
+            "difficulty model, so the reference-free classifier scored the images. Add reference images for per-image calibration.")
+
 
 def signal_cache_key(encoder: Encoder, views: ViewConfig, seed: int) -> dict[str, Any]:
     """Everything that determines an image's raw signals under an encoder."""

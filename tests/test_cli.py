@@ -602,17 +602,26 @@ def test_evaluate_table_fits_80_columns() -> None:
     assert row.split() == ["V", "0.500", "0.500", "0.500", "0.750", "0.500", "0.500", "0.123", "0.010"]
 
 
-def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan, calibrated: Calibrated) -> None:
-    """The shared bundle was calibrated with the default --shadows 4: a scan with --reference uses EncoderMI-R,
-    and the report says so (shadows, difficulty-model R^2, p-value method, reference threshold)."""
-    r = _report(scan)
+def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan, calibrated: Calibrated, tmp_path: Path) -> None:
+    """The shared bundle was calibrated with the default --shadows 4: a scan with a large enough
+    reference uses EncoderMI-R, and the report says so (shadows, difficulty-model R^2, p-value
+    method, reference threshold); the shared scan's 16-image reference is too small, and says so."""
+    small = _report(scan)["score"]
+    assert small["calibrated"] is False and "at least 30" in small["note"]
+    ref = tmp_path / "reference"
+    make_noise_images(ref, 32, seed=7, prefix="ref")
+    html = tmp_path / "r.html"
+    proc = run_cli("scan", scan.suspects, "-e", calibrated.encoder, "-c", calibrated.bundle, "--reference", ref, "--json", "-",
+                   "--html", html, "--device", "cpu", "--quiet", cache_dir=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
     sc = r["score"]
     assert sc["name"] == "EncoderMI-R" and sc["calibrated"] and len(sc["shadows"]) == 4
     assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("predictive")
     assert sc["r2_out_of_fold"] is not None and set(sc["difficulty_r2"]) == set(sc["spec"]["signals"])
-    assert sc["threshold"]["n_reference"] == r["reference"]["n_images"] - r["reference"]["n_skipped"]
-    assert r["aggregate"]["threshold_kind"].startswith("reference fpr=")
-    assert "EncoderMI-R" in scan.html.read_text()
+    assert sc["threshold"]["n_reference"] == 32 and r["aggregate"]["threshold_kind"].startswith("reference fpr=")
+    assert all(row["member_probability"] is None and 0 < row["p_value"] <= 1 for row in r["images"])
+    assert "EncoderMI-R" in html.read_text()
     cal = json.loads((calibrated.bundle / "calibration.json").read_text())
     assert [e["weights"] for e in cal["shadows"]["encoders"]] == [f"shadow-{k}.safetensors" for k in range(4)]
     assert all(f"shadow-{k}.safetensors" in cal["files"] for k in range(4))  # covered by the bundle's pin

@@ -31,7 +31,7 @@ import numpy as np
 from auditmi import stats as S
 from auditmi._paths import check_rates
 from auditmi.cache import FeatureCache, default_cache_dir
-from auditmi.calibrated_scan import ScoreUsed, encodermi_r_step, reference_free_mismatch
+from auditmi.calibrated_scan import MIN_REFERENCE, ScoreUsed, encodermi_r_step, reference_free_mismatch, too_small_reason
 from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
 from auditmi.features import feature_config
@@ -332,11 +332,11 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     setup = load_setup(opts)
     fs, rs = embed(inputs, setup, opts, progress)
     extra_skipped: list[SkippedFile] = []
-    if rs is not None and setup.shadows is not None:
+    if rs is not None and setup.shadows is not None and rs.n >= MIN_REFERENCE:
         sc, fs, rs, extra_skipped = score_calibrated(fs, rs, setup, opts, progress)
     else:
         sc = score(fs, rs, setup.attack, opts.fpr)
-        note = NO_SHADOWS_REASON if rs is not None else None
+        note = None if rs is None else (NO_SHADOWS_REASON if setup.shadows is None else too_small_reason(rs.n))
         sc = replace(sc, used=ScoreUsed(name=setup.attack.attack.name, calibrated=False, shadows=[], note=note))
     st, pvals, bh = statistics(sc, fs, rs, setup, opts)
     transfer = None if rs is not None else reference_free_mismatch(setup.encoder.describe(), (setup.calibration.meta.get("shadow") or {}).get("encoder"))
