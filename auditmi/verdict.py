@@ -21,7 +21,14 @@ if TYPE_CHECKING:  # the types only: importing this module must stay cheap (the 
     from auditmi.shift import ShiftCheck
     from auditmi.stats import BinomialTest, PowerEstimate, RankTest
 
-__all__ = ["Label", "TestName", "Verdict", "decide"]
+__all__ = ["MIN_SHIFT_CHECK_SET", "Label", "TestName", "Verdict", "decide"]
+
+#: Fewest distinct images per set (suspects and reference) for which the encoder-free shift check
+#: is trusted to guard a "likely-used". Stratified 5-fold cross-validation needs one image of each
+#: set per fold (5), and Noether's sample-size formula for the rank statistic the check rests on
+#: gives about 10 images in the smaller set to detect a strong shift (AUC 0.8) at the check's
+#: level 0.01 with 80 % power (docs/method.md, "How small a reference is too small").
+MIN_SHIFT_CHECK_SET = 10
 
 
 class Label(str, Enum):
@@ -87,8 +94,25 @@ def decide(
     raise ValueError("decide() needs a rank test or a binomial test")
 
 
+def _too_few_for_the_shift_check(rank: RankTest, shift: ShiftCheck) -> str | None:
+    """Why the shift check cannot be trusted with these set sizes (None when it can)."""
+    n_s, n_r = min(rank.n_suspects, shift.n_suspects), min(rank.n_reference, shift.n_reference)
+    short = [f"{n} {what} images (at least {MIN_SHIFT_CHECK_SET} {what} images are needed)"
+             for n, what in ((n_s, "suspect"), (n_r, "reference")) if n < MIN_SHIFT_CHECK_SET]
+    if not short:
+        return None
+    ran = "was not run" if shift.method == "not run" else "was run but cannot detect a shift reliably"
+    return (f"the encoder-free shift check {ran} with {' and '.join(short)}, so whether suspects and reference differ "
+            "without the encoder was not checked and a score difference (or its absence) cannot be attributed to training")
+
+
 def _with_reference(alpha: float, rank: RankTest, shift: ShiftCheck, power: PowerEstimate | None) -> Verdict:
-    if shift.distinguishable:
+    too_few = _too_few_for_the_shift_check(rank, shift)
+    if too_few is not None:
+        label = Label.INCONCLUSIVE
+        reason = (f"{too_few} (rank test p={rank.p_value:.2g}, AUC {rank.auc:.2f}). "
+                  f"Add distinct images until each set has at least {MIN_SHIFT_CHECK_SET}.")
+    elif shift.distinguishable:
         label = Label.INCONCLUSIVE
         reason = ("suspects and reference differ without the encoder, so a score difference cannot be attributed to training: "
                   + shift.reason)
@@ -108,12 +132,17 @@ def _with_reference(alpha: float, rank: RankTest, shift: ShiftCheck, power: Powe
 
 def _without_reference(alpha: float, binomial: BinomialTest) -> Verdict:
     k, n, fpr, p = binomial.n_flagged, binomial.n_total, binomial.expected_fpr, binomial.p_value
+    rate = f"the calibrated false-positive rate {fpr:.3g}"
+    if binomial.heldout_non_members is not None and binomial.bound_confidence is not None:
+        rate = (f"the upper {binomial.bound_confidence:.1%} confidence bound {fpr:.2g} on the calibrated false-positive rate "
+                f"({binomial.heldout_false_positives} of {binomial.heldout_non_members} held-out shadow non-members flagged)")
+        rate = rate.replace(".0% confidence", "% confidence")
     if p < alpha:
         label = Label.LIKELY_USED
-        reason = (f"{k} of {n} images flagged, more than the calibrated false-positive rate {fpr:.3g} explains "
+        reason = (f"{k} of {n} images flagged, more than {rate} explains "
                   f"(binomial p={p:.2g}); this relies on the calibration transferring to the audited encoder. "
                   "Add --reference with known non-members for a test that does not.")
     else:
         label = Label.NO_EVIDENCE
-        reason = f"{k} of {n} images flagged, consistent with the calibrated false-positive rate {fpr:.3g} (binomial p={p:.2g})."
+        reason = f"{k} of {n} images flagged, consistent with {rate} (binomial p={p:.2g})."
     return Verdict(label, TestName.BINOMIAL, float(p), reason, alpha)
