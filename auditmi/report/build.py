@@ -45,6 +45,7 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
         "aggregate": {
             "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" for s in result.skipped),
             "n_duplicates": result.n_duplicates,
+            "n_distinct": result.n_distinct if result.n_distinct is not None else n - result.n_duplicates,
             "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n, "mean_score": result.mean_score,
             "decision_threshold": float(thr.value) if np.isfinite(thr.value) else float(np.finfo(np.float64).max),
             "threshold_kind": thr.kind,
@@ -62,9 +63,14 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
                    for r in result.images],
         "reference": None if result.reference is None else {
             "paths_root": list(result.reference.roots), "n_images": result.reference.n_images,
-            "n_skipped": result.reference.n_skipped, "scores": list(result.reference.scores)},
+            "n_skipped": result.reference.n_skipped, "n_distinct": result.reference.n_distinct,
+            "scores": list(result.reference.scores)},
         "skipped": [{"path": str(s.path), "reason": s.reason, "set": s.set} for s in result.skipped],
         "duplicates": [[str(p) for p in g] for g in result.duplicates],
+        "overlap": None if result.overlap is None else {
+            "n_excluded": len(result.overlap.paths), "n_same_file": result.overlap.n_same_file,
+            "n_same_content": result.overlap.n_same_content, "paths": [str(p) for p in result.overlap.paths],
+            "reason": result.overlap.reason},
         "encoder": result.encoder,
         "calibration": {"path": str(cal.path), "bundle_sha256": cal.bundle_sha256, "attack": cal.attack, "attack_name": cal.attack_name,
                         "default_attack": cal.default_attack, "held_out_metrics": cal.held_out_metrics, "roc": cal.roc,
