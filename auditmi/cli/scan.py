@@ -61,7 +61,11 @@ def print_report(result: ScanResult, show: int) -> None:
     cal = result.calibration
     t.add_row("classifier", f"{cal.attack_name} (held-out shadow AUC {fmt(cal.held_out_metrics.get('roc_auc'))})")
     n_skipped = sum(s.set == "suspect" for s in result.skipped)
-    t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates)")
+    distinct = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates
+    t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates; "
+              f"{distinct} distinct images tested)")
+    if result.overlap is not None:
+        t.add_row("left out", result.overlap.reason)
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
     t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
               f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
@@ -172,11 +176,21 @@ def scan(
         # The report was built by auditmi itself: a schema mismatch is a bug (exit 1), not bad user
         # input (InvalidReportError is an InputError, exit 2, for report files a user passes in).
         raise RuntimeError(f"auditmi built a scan report that does not match its own schema: {e}") from e
-    if json_out:
-        write_json(report, json_out)
-    if html:
-        write_html(report, html)
-        err.print(f"HTML report written to {html}")
+    try:
+        if json_out:
+            write_json(report, json_out)
+        if html:
+            write_html(report, html)
+            err.print(f"HTML report written to {html}")
+    except Exception:
+        # The scan itself succeeded: never lose its summary because a report could not be written.
+        # (On stdout unless stdout was the JSON destination; the error follows on stderr.)
+        if json_out != "-":
+            print_report(result, show)
+        else:
+            err.print("The JSON report could not be written to stdout; the verdict was:", result.verdict.label.value,
+                      "-", Text(result.verdict.reason))
+        raise
     if json_out != "-":
         print_report(result, show)
     if result.verdict.label in FAILING[fail_on]:
