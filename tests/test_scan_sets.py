@@ -71,6 +71,7 @@ def test_ten_images_with_ten_copies_each_test_like_the_ten_images(calibrated: Ca
     assert sorted(len(g) for g in copied.duplicates) == [10] * 10
     rep = scan_report(copied)
     assert rep["aggregate"]["n_distinct"] == 10 and rep["aggregate"]["n_duplicates"] == 90 and len(rep["images"]) == 100
+    assert rep["aggregate"]["fraction_flagged"] == scan_report(alone)["aggregate"]["fraction_flagged"]
     # each copy gets its image's p-value
     by_sha = {r.sha256: r.p_value for r in alone.images}
     assert all(r.p_value == by_sha[r.sha256] for r in copied.images)
@@ -161,3 +162,17 @@ def test_members_and_non_members_with_images_in_common_are_refused(command: str,
     proc = invoke_in_process(*args)
     msg = " ".join(proc.stderr.split())
     assert proc.returncode == 2 and "have the same content as non-member image(s)" in msg, proc.stderr
+
+
+# ---- item 4 end to end: four reference images cannot give likely-used
+
+
+def test_four_reference_images_give_inconclusive_and_say_why(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    four = sets["root"] / "four"
+    four.mkdir()
+    for p in sorted(sets["ref"].glob("*.png"))[:4]:
+        shutil.copyfile(p, four / p.name)
+    res = _scan(calibrated, [sets["ten"]], [four], sets["root"] / "cache")
+    assert res.verdict.label.value == "inconclusive"
+    assert "shift check was not run with 4 reference images" in res.verdict.reason
+    assert "at least 10 reference images" in res.verdict.reason

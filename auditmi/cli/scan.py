@@ -67,7 +67,7 @@ def print_report(result: ScanResult, show: int) -> None:
     if result.overlap is not None:
         t.add_row("left out", result.overlap.reason)
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
-    t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
+    t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct ({st.n_flagged / distinct:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
               f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
     uf = st.used_fraction
     if uf.estimate is not None and math.isfinite(uf.estimate):

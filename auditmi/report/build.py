@@ -34,6 +34,7 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
     """The scan report document of ``result`` (``command``: the command line, for provenance)."""
     v, st, thr, cal, cfg = result.verdict, result.statistics, result.threshold, result.calibration, result.config
     n = len(result.images)
+    n_tested = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates  # duplicates count once
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
@@ -45,8 +46,8 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
         "aggregate": {
             "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" for s in result.skipped),
             "n_duplicates": result.n_duplicates,
-            "n_distinct": result.n_distinct if result.n_distinct is not None else n - result.n_duplicates,
-            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n, "mean_score": result.mean_score,
+            "n_distinct": n_tested,
+            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n_tested, "mean_score": result.mean_score,
             "decision_threshold": float(thr.value) if np.isfinite(thr.value) else float(np.finfo(np.float64).max),
             "threshold_kind": thr.kind,
             "expected_fpr": thr.expected_fpr, "calibrated_tpr": thr.calibrated_tpr,
