@@ -113,15 +113,15 @@ def test_four_reference_images_cannot_give_likely_used() -> None:
     v = decide(0.05, rank=_rank_n(0.015, 100, 4), shift=_shift_n(100, 4, run=False), power=_power(None))
     assert v.label is Label.INCONCLUSIVE and v.test is TestName.RANK
     low = v.reason.lower()
-    assert "shift check" in low and "4 reference" in low and "at least 10 reference" in low
+    assert "shift check" in low and "4 reference" in low and "at least 20 reference" in low
     assert "no encoder-free difference" not in low  # the old, false reassurance
 
 
-@pytest.mark.parametrize("n_s,n_r", [(100, 9), (9, 200), (3, 3)])
+@pytest.mark.parametrize("n_s,n_r", [(100, 19), (19, 200), (3, 3), (10, 10)])
 def test_below_the_minimum_set_size_the_verdict_is_inconclusive_whatever_the_p_value(n_s: int, n_r: int) -> None:
     from auditmi.verdict import MIN_SHIFT_CHECK_SET
 
-    assert MIN_SHIFT_CHECK_SET == 10
+    assert MIN_SHIFT_CHECK_SET == 20
     for p in (1e-6, 0.5):
         v = decide(0.05, rank=_rank_n(p, n_s, n_r), shift=_shift_n(n_s, n_r, run=min(n_s, n_r) >= 5), power=_power(50))
         assert v.label is Label.INCONCLUSIVE, (n_s, n_r, p, v)
