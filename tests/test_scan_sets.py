@@ -13,7 +13,7 @@ import pytest
 
 from auditmi.errors import InputError
 from auditmi.jobs.scan import ScanOptions, ScanResult, run_scan
-from auditmi.report import scan_report, validate_report
+from auditmi.report import render_html, scan_report, validate_report
 
 from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
     Calibrated,
@@ -115,6 +115,8 @@ def test_a_suspect_folder_containing_the_reference_leaves_the_reference_out(cali
     rep = scan_report(nested)
     assert rep["overlap"]["n_excluded"] == 20 and len(rep["overlap"]["paths"]) == 20
     assert scan_report(plain)["overlap"] is None
+    page = render_html(rep, thumbnails=False)
+    assert "left out of the suspects" in page and "20 suspect image(s) are also in the reference" in page
 
 
 def test_reference_images_under_other_names_are_left_out_of_the_suspects(calibrated: Calibrated, sets: dict[str, Path]) -> None:

@@ -142,6 +142,9 @@ def provenance(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[t
     if isinstance(ref, Mapping):
         rows.append(("reference folders", "; ".join(str(r) for r in ref.get("paths_root") or [])))
         rows.append(("reference images", f"{count(ref.get('n_images'))} used, {count(ref.get('n_skipped'))} skipped"))
+    overlap = get(report, "overlap")
+    if isinstance(overlap, Mapping):
+        rows.append(("left out of the suspects", str(overlap.get("reason") or "")))
     blocks = [
         ("Held-out calibration metrics", get(calib, "held_out_metrics")),
         ("Configuration", config),
