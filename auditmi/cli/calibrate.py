@@ -16,7 +16,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 @handle_errors
 def calibrate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
-    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
+    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data (files and folders, every path up to the next option); split into shadow members/non-members.")] = None,
     arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
     epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
@@ -28,8 +28,8 @@ def calibrate(
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
     shadow_encoder: Annotated[Optional[str], typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
-    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
-    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
+    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on (files and folders, every path up to the next option).")] = None,
+    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on (files and folders, every path up to the next option).")] = None,
     attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,

@@ -17,8 +17,8 @@ from auditmi.cli.ui import fmt, out, progress_bar
 def evaluate(
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder spec (see `auditmi encoders`).")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder.")],
-    members: Annotated[list[Path], typer.Option("--members", help="Images the encoder was trained on.")],
-    non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on.")],
+    members: Annotated[list[Path], typer.Option("--members", help="Images the encoder was trained on (files and folders, every path up to the next option).")],
+    non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on (files and folders, every path up to the next option).")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b")] = None,

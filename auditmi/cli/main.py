@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 import typer
 
 from auditmi import __version__
+from auditmi.cli.options import AuditmiGroup
 from auditmi.cli.ui import err
 from auditmi.errors import EXIT_INTERNAL, AuditmiError
 
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=AuditmiGroup,
 )
 
 

@@ -149,10 +149,9 @@ def print_report(report: dict[str, Any], show: int) -> None:
 @app.command()
 @handle_errors
 def scan(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively) to audit.", show_default=False)],
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, open_clip:MODEL@/weights, an auditmi checkpoint folder, or a TorchScript file.")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
-    reference: Annotated[Optional[list[Path]], typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
+    reference: Annotated[Optional[list[Path]], typer.Option("--reference", "-r", help="Images known NOT to be in the training data: files and folders, every path up to the next option (so reference/*.png works). Enables the rank test, per-image p-values and the shift check.")] = None,
     attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
     views: Annotated[Optional[int], typer.Option("--views", "-n", help="Augmented views per image (default: the calibration's; must match it).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
@@ -170,12 +169,18 @@ def scan(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (searched recursively) to audit. Give them before the options.", show_default=False)] = None,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
     from auditmi._paths import check_rates, precheck
 
+    if not images:
+        raise InputError(
+            "no suspect images given. Put the images to audit first: `auditmi scan SUSPECTS... --reference REF...`; "
+            "every path after --reference, up to the next option, is a reference image (end the list with -- if needed)."
+        )
     check_rates(fpr, fdr, alpha)
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)

@@ -1,0 +1,130 @@
+"""How the command line reads awkward input: shell-expanded image lists, early option checks,
+hostile file names, signals (issue 14). Cheap tests: the heavy jobs are replaced by recorders
+where only the parsing is under test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from e2e_support import cli_env, invoke_in_process
+
+# ------------------------------------------------------------------ options that take many paths
+
+
+def _pngs(folder: Path, n: int, prefix: str = "img") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(prefix) + n)
+    out = []
+    for i in range(n):
+        p = folder / f"{prefix}{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+@pytest.fixture()
+def fake_bundle(tmp_path: Path) -> Path:
+    """Enough of a bundle for the CLI's pre-checks (the jobs themselves are replaced)."""
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (b / "calibration.json").write_text("{}")
+    return b
+
+
+class _Recorded(Exception):
+    pass
+
+
+@pytest.fixture()
+def recorder(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replace the three jobs by functions that record their inputs and stop the command."""
+    import typer
+
+    import auditmi.audit
+
+    seen: dict[str, Any] = {}
+
+    def scan(images: Any, opts: Any, **_: Any) -> None:
+        seen.update(images=[Path(p) for p in images], reference=[Path(p) for p in opts.reference])
+        raise typer.Exit(0)
+
+    def calibrate(opts: Any, **_: Any) -> None:
+        seen.update(shadow_data=list(opts.shadow_data), members=list(opts.members), non_members=list(opts.non_members))
+        raise typer.Exit(0)
+
+    def evaluate(encoder: str, calibration: Any, members: Any, non_members: Any, **_: Any) -> None:
+        seen.update(members=list(members), non_members=list(non_members))
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(auditmi.audit, "run_scan", scan)
+    monkeypatch.setattr(auditmi.audit, "run_calibrate", calibrate)
+    monkeypatch.setattr(auditmi.audit, "run_evaluate", evaluate)
+    return seen
+
+
+def test_shell_expanded_reference_glob_puts_every_file_in_the_reference(tmp_path: Path, fake_bundle: Path, recorder: dict) -> None:
+    """`auditmi scan suspect/ --reference reference/*.png`: all 6 files are reference, none a suspect."""
+    sus = tmp_path / "suspect"
+    _pngs(sus, 3)
+    refs = _pngs(tmp_path / "reference", 6, "ref")
+    p = invoke_in_process("scan", sus, "--reference", *refs, "-e", "x", "-c", fake_bundle, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert recorder["images"] == [sus]
+    assert recorder["reference"] == refs
+
+
+def test_reference_values_stop_at_the_next_option_and_mix_files_and_folders(tmp_path: Path, fake_bundle: Path, recorder: dict) -> None:
+    sus = _pngs(tmp_path / "suspect", 2)
+    refs = _pngs(tmp_path / "r1", 2, "a")
+    p = invoke_in_process("scan", *sus, "-r", tmp_path / "r1", refs[0], "--reference=" + str(refs[1]), tmp_path / "r1",
+                          "-e", "x", "-c", fake_bundle, "-q")
+    assert p.returncode == 0, p.stderr
+    assert recorder["images"] == sus
+    assert recorder["reference"] == [tmp_path / "r1", refs[0], refs[1], tmp_path / "r1"]
+
+
+def test_paths_after_reference_never_become_suspects(tmp_path: Path, fake_bundle: Path, recorder: dict) -> None:
+    """With the reference first, nothing is left for the suspects: a clear refusal, not a silent swap."""
+    sus = tmp_path / "suspect"
+    _pngs(sus, 2)
+    refs = _pngs(tmp_path / "reference", 3, "ref")
+    p = invoke_in_process("scan", "--reference", *refs, sus, "-e", "x", "-c", fake_bundle)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "no suspect images given" in p.stderr and "--reference" in p.stderr
+    assert "Traceback" not in p.stderr and recorder == {}
+    # `--` ends the list: what follows is a suspect again.
+    p = invoke_in_process("scan", "--reference", *refs, "-e", "x", "-c", fake_bundle, "-q", "--", sus)
+    assert p.returncode == 0, p.stderr
+    assert recorder["images"] == [sus] and recorder["reference"] == refs
+
+
+def test_calibrate_and_evaluate_take_many_paths_per_option(tmp_path: Path, fake_bundle: Path, recorder: dict) -> None:
+    mem = _pngs(tmp_path / "m", 3, "m")
+    non = _pngs(tmp_path / "n", 4, "n")
+    p = invoke_in_process("calibrate", "--shadow-encoder", "x", "--members", *mem, "--non-members", *non, "--out", tmp_path / "o", "-q")
+    assert p.returncode == 0, p.stderr
+    assert recorder["members"] == mem and recorder["non_members"] == non
+    p = invoke_in_process("calibrate", "--shadow-data", *mem, *non, "--out", tmp_path / "o", "-q")
+    assert p.returncode == 0, p.stderr
+    assert recorder["shadow_data"] == [*mem, *non]
+    p = invoke_in_process("evaluate", "-e", "x", "-c", fake_bundle, "--members", *mem, "--non-members", *non, "-q")
+    assert p.returncode == 0, p.stderr
+    assert recorder["members"] == mem and recorder["non_members"] == non
+
+
+def test_expand_multi_value_options_unit() -> None:
+    from auditmi.cli.options import expand_multi_value_options as ex
+
+    r = {"--reference", "-r"}
+    assert ex(["s", "--reference", "a", "b", "--json", "-", "c"], r) == ["s", "--reference", "a", "--reference", "b", "--json", "-", "c"]
+    assert ex(["--reference=a", "b", "-q"], r) == ["--reference=a", "--reference", "b", "-q"]
+    assert ex(["-r", "a", "--", "b"], r) == ["-r", "a", "--", "b"]
+    assert ex(["--reference"], r) == ["--reference"]  # Click reports the missing value
