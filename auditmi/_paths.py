@@ -4,6 +4,7 @@ library runs the same functions, so the messages cannot drift apart."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from auditmi.errors import CalibrationError, InputError
@@ -41,3 +42,63 @@ def check_rates(fpr: float | None, fdr: float, alpha: float) -> None:
             raise InputError(f"{name} must be between 0 and 1 (got {v}).")
     if fpr is not None and not 0 < fpr < 1:
         raise InputError(f"--fpr must be between 0 and 1 (got {fpr}).")
+
+
+#: Classifier kinds a calibration can hold (EncoderMI-T, -V, -S).
+ATTACK_KINDS = ("T", "V", "S")
+_DEVICE = re.compile(r"(auto|cpu|mps|xpu|cuda(:\d+)?)")
+
+
+def check_views(n_views: int | None) -> None:
+    """``--views``: at least 2 (features compare pairs of views of an image)."""
+    if n_views is None:
+        return
+    if isinstance(n_views, bool) or not isinstance(n_views, int):
+        raise InputError(f"the number of views must be an integer (got {n_views!r}).")
+    if n_views < 2:
+        raise InputError(f"--views must be at least 2 (got {n_views}): membership features compare pairs of views of the same image.")
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """``--batch-size``: positive when given."""
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be positive (got {batch_size}).")
+
+
+def check_workers(workers: int | None) -> None:
+    """``--workers``: 0 or more when given (the upper cap is applied, and reported, later)."""
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be 0 or more (got {workers}).")
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:N (mps and xpu where torch supports them)."""
+    if not _DEVICE.fullmatch(str(device).strip()):
+        raise InputError(f"invalid --device {device!r}. Use auto, cpu or cuda (cuda:N for a given GPU).")
+
+
+def check_attack(attack: str | None) -> None:
+    """``--attack``: T, V or S (whether the bundle holds it is checked when it is loaded)."""
+    if attack is not None and attack.strip().upper() not in ATTACK_KINDS:
+        raise InputError(f"--attack must be one of {', '.join(ATTACK_KINDS)} (got {attack!r}).")
+
+
+def parse_attacks(attacks: str) -> tuple[str, ...]:
+    """``calibrate --attacks``: letters among T, V, S (``TVS``, ``T,V``), each once, in order."""
+    kinds = tuple(dict.fromkeys(c for c in attacks.upper() if c not in ", "))
+    bad = [k for k in kinds if k not in ATTACK_KINDS]
+    if bad or not kinds:
+        raise InputError(f"--attacks must be letters among {', '.join(ATTACK_KINDS)}, e.g. TVS or T (got {attacks!r}).")
+    return kinds
+
+
+def check_fraction(name: str, value: float) -> None:
+    """A fraction strictly between 0 and 1 (e.g. ``--member-fraction``)."""
+    if not 0 < value < 1:
+        raise InputError(f"{name} must be between 0 and 1 (got {value}).")
+
+
+def check_positive(name: str, value: int) -> None:
+    """A count that must be 1 or more (e.g. ``--epochs``)."""
+    if value < 1:
+        raise InputError(f"{name} must be at least 1 (got {value}).")

@@ -25,9 +25,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from auditmi._paths import check_batch_size, check_workers
 from auditmi.cache import FeatureCache
 from auditmi.encoders.base import Encoder
-from auditmi.errors import InputError
 from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
 from auditmi.shift import STAT_NAMES, image_statistics
@@ -230,11 +230,9 @@ def compute_features(
     paths = list(paths)
     n_views = view_cfg.n_views
     bs = default_batch_size(encoder) if batch_size is None else batch_size  # not `or`: 0 must be refused, not replaced
-    if bs < 1:
-        raise InputError(f"--batch-size must be positive (got {bs}).")
+    check_batch_size(bs)
+    check_workers(num_workers)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
-    if workers < 0:
-        raise InputError(f"--workers must be 0 or more (got {workers}).")
     cached = cache.load() if cache is not None else {}
     # On a CPU encoder the workers render the views (batched over a chunk of images) and, where
     # processes can be forked (the encoder is shared, not pickled), embed them too with one

@@ -519,8 +519,20 @@ def test_report_destination_in_a_missing_folder_is_refused_before_scanning(calib
         (["scan", ".", "-e", "x", "-c", "y", "--fdr", "2"], 2, "--fdr must be between 0 and 1"),
         (["evaluate", "-e", "x", "-c", "/no/such/bundle", "--members", ".", "--non-members", "."], 3, "is not a calibration bundle"),
         (["calibrate", "--shadow-data", "/no/such/folder", "--out", "/tmp/unused"], 2, "does not exist"),
+        (["scan", ".", "-e", "x", "-c", "y", "--views", "1"], 2, "--views must be at least 2"),
+        (["scan", ".", "-e", "x", "-c", "y", "--batch-size", "0"], 2, "--batch-size must be positive"),
+        (["scan", ".", "-e", "x", "-c", "y", "--workers", "-1"], 2, "--workers must be 0 or more"),
+        (["scan", ".", "-e", "x", "-c", "y", "--device", "gpu"], 2, "invalid --device 'gpu'"),
+        (["scan", ".", "-e", "x", "-c", "y", "--attack", "Z"], 2, "--attack must be one of T, V, S"),
+        (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--attacks", "TX"], 2, "--attacks must be letters among T, V, S"),
+        (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--views", "1"], 2, "--views must be at least 2"),
+        (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--member-fraction", "1.5"], 2, "--member-fraction must be between 0 and 1"),
+        (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--device", "gpu"], 2, "invalid --device"),
+        (["evaluate", "-e", "x", "-c", "y", "--members", ".", "--non-members", ".", "--batch-size", "-3"], 2, "--batch-size must be positive"),
     ],
-    ids=["missing-images", "missing-calibration", "bad-fdr", "evaluate-missing-calibration", "calibrate-missing-data"],
+    ids=["missing-images", "missing-calibration", "bad-fdr", "evaluate-missing-calibration", "calibrate-missing-data",
+         "scan-views", "scan-batch-size", "scan-workers", "scan-device", "scan-attack", "calibrate-attacks", "calibrate-views",
+         "calibrate-member-fraction", "calibrate-device", "evaluate-batch-size"],
 )
 def test_input_errors_fail_before_torch_is_imported(args: list[str], code: int, needle: str) -> None:
     """A typo must fail at once, not after the seconds it takes to import torch."""

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e2e_support import cli_env, invoke_in_process
+from e2e_support import invoke_in_process
 
 # ------------------------------------------------------------------ options that take many paths
 

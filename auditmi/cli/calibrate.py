@@ -38,12 +38,20 @@ def calibrate(
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
     import json
 
-    from auditmi._paths import precheck
+    from auditmi._paths import check_batch_size, check_device, check_fraction, check_positive, check_views, parse_attacks, precheck
 
-    precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
+    # Everything that needs no torch is checked before importing it, so a typo fails at once.
+    kinds = parse_attacks(attacks)
+    check_views(views)
+    check_positive("--epochs", epochs)
+    check_batch_size(batch_size)
+    check_positive("--image-size", image_size)
+    check_fraction("--member-fraction", member_fraction)
+    check_positive("--classifier-epochs", vector_epochs)
+    check_device(device)
+    precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
     from auditmi.audit import CalibrateOptions, run_calibrate
 
-    kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),

@@ -174,7 +174,7 @@ def scan(
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
-    from auditmi._paths import check_rates, precheck
+    from auditmi._paths import check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
 
     if not images:
         raise InputError(
@@ -182,6 +182,11 @@ def scan(
             "every path after --reference, up to the next option, is a reference image (end the list with -- if needed)."
         )
     check_rates(fpr, fdr, alpha)
+    check_views(views)
+    check_batch_size(batch_size)
+    check_workers(workers)
+    check_device(device)
+    check_attack(attack)
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
     tr = read_truth(truth) if truth else None

@@ -15,6 +15,9 @@ from auditmi.errors import InputError
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is a clear error."""
+    from auditmi._paths import check_device
+
+    check_device(device)  # the CLI runs the same check before importing torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
