@@ -27,8 +27,10 @@ def calibration_meta_path(path: str | Path) -> Path:
 def precheck(paths: "list[Path] | tuple[Path, ...]" = (), calibration: str | Path | None = None) -> None:
     """Fail at once on a missing calibration bundle or image path (the same errors, with the same
     messages, as the full run would raise after importing torch)."""
-    from auditmi.images import check_exists
+    from auditmi.discovery import check_exists
+    from auditmi.images import max_file_bytes
 
+    max_file_bytes()  # a bad $AUDITMI_MAX_FILE_MB fails here, not once per image
     if calibration is not None:
         calibration_meta_path(calibration)
     for p in paths:

@@ -34,7 +34,8 @@ from auditmi.encoders import Encoder, load_encoder, resolve_device
 from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.images import ImageLoadError, discover, read_and_hash
+from auditmi.discovery import Discovery, discover
+from auditmi.images import ImageLoadError, read_and_hash
 from auditmi.pipeline import FeatureSet, cache_key, compute_features
 from auditmi.report import SCHEMA_VERSION
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
@@ -86,14 +87,28 @@ def environment() -> dict[str, Any]:
 
 
 def discover_images(paths: Sequence[str | Path], what: str) -> list[Path]:
+    return discover_set(paths, what).images
+
+
+def discover_set(paths: Sequence[str | Path], what: str) -> Discovery:
+    """:func:`discover`, refusing a set without any image file (saying what was left out)."""
     d = discover(paths)
     if not d.images:
-        extra = f" ({len(d.ignored)} files with other extensions were ignored)" if d.ignored else ""
+        left = [f"{n} {k}" for k, n in d.ignored_counts().items()] + [f"{len(d.unreadable)} unreadable folders"] * bool(d.unreadable)
+        extra = f" (left out: {', '.join(left)})" if left else ""
         raise InputError(
             f"no image files found in the {what} path(s) {', '.join(map(str, paths))}{extra}. "
             "Supported: jpg, jpeg, png, webp, bmp, gif, tif, tiff."
         )
-    return d.images
+    return d
+
+
+def _left_out(d: Discovery | None, what: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Report rows for a set's unreadable folders (skipped) and its ignored files (counts by reason)."""
+    if d is None:
+        return [], []
+    return ([{"path": str(s.path), "reason": s.reason, "set": what} for s in d.unreadable],
+            [{"set": what, "reason": k, "count": n} for k, n in d.ignored_counts().items()])
 
 
 def _features(paths: list[Path], enc: Encoder, cfg: ViewConfig, opts_seed: int, batch_size: int | None, cache: FeatureCache | None,
@@ -127,8 +142,9 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     """Audit ``images`` against an encoder; returns the JSON-able report (schema in auditmi/schemas)."""
     t0 = _dt.datetime.now(_dt.timezone.utc)
     check_rates(opts.fpr, opts.fdr, opts.alpha)
-    suspects = discover_images(images, "suspect")
-    refs = discover_images(opts.reference, "reference") if opts.reference else []
+    sd = discover_set(images, "suspect")
+    rd = discover_set(opts.reference, "reference") if opts.reference else None
+    suspects, refs = sd.images, (rd.images if rd else [])
     cal = load_calibration(opts.calibration)
     cfg = cal.views if opts.views is None else ViewConfig(n_views=opts.views)
     cal.check_views(cfg)
@@ -205,9 +221,10 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
             "p_value": float(pvals[i]) if pvals is not None else None,
             "bh_flag": bool(bh[i]) if bh is not None else None,
         })
-    skipped = [{"path": str(s.path), "reason": s.reason, "set": "suspect"} for s in fs.skipped]
+    (s_folders, s_ignored), (r_folders, r_ignored) = _left_out(sd, "suspect"), _left_out(rd, "reference")
+    skipped = s_folders + [{"path": str(s.path), "reason": s.reason, "set": "suspect"} for s in fs.skipped]
     if rs is not None:
-        skipped += [{"path": str(s.path), "reason": s.reason, "set": "reference"} for s in rs.skipped]
+        skipped += r_folders + [{"path": str(s.path), "reason": s.reason, "set": "reference"} for s in rs.skipped]
     t1 = _dt.datetime.now(_dt.timezone.utc)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -233,6 +250,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
         "reference": None if rs is None else {"paths_root": [str(p) for p in opts.reference], "n_images": len(refs), "n_skipped": len(rs.skipped),
                                                "scores": [float(s) for s in ref_scores]},  # type: ignore[union-attr]
         "skipped": skipped,
+        "ignored": s_ignored + r_ignored,
         "duplicates": [[str(p) for p in g] for g in fs.duplicates],
         "encoder": enc.describe(),
         "calibration": {"path": str(cal.path), "bundle_sha256": cal.sha256, "attack": kind, "attack_name": ac.attack.name,

@@ -2,6 +2,8 @@
 
 Every image that enters an audit goes through :func:`load_image`, which
 
+* checks the file's size (:data:`MAX_FILE_BYTES`) and its image header before reading it, so a
+  huge or foreign file is skipped after a few bytes, not after loading all of it;
 * reads the file once and hashes those exact bytes (SHA-256), so a third party can later check
   that the evidence refers to the very files that were scanned;
 * decodes them fully with Pillow (a truncated or corrupt file is *skipped with a reason*, never
@@ -27,39 +29,53 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from auditmi.discovery import (
+    SUPPORTED_EXTENSIONS,
+    Discovery,
+    Skipped,
+    check_exists,
+    discover,
+    os_reason,
+)
 from auditmi.errors import InputError
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_FILE_ENV",
     "MAX_PIXELS",
     "SUPPORTED_EXTENSIONS",
     "Discovery",
     "ImageLoadError",
     "LoadedImage",
     "Skipped",
+    "check_exists",
     "decode",
     "discover",
     "find_duplicates",
     "load_image",
     "load_many",
+    "max_file_bytes",
     "read_and_hash",
 ]
-
-#: File extensions picked up when searching a folder (compared lower-cased).
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-)
 
 #: Decompression-bomb limit in pixels (width * height), Pillow's default ``MAX_IMAGE_PIXELS``.
 #: Larger images are skipped *before* their pixel data is decoded. Read at call time, so it can be
 #: changed (or monkeypatched in tests) through this module.
 MAX_PIXELS: int = 89_478_485
+
+#: Largest file read as one image (512 MiB: an uncompressed 16-bit RGB TIFF at the pixel limit
+#: is about as big). Larger files are skipped, with the reason, before any byte is read; the
+#: environment variable :data:`MAX_FILE_ENV` (in MiB) overrides it.
+MAX_FILE_BYTES: int = 512 * 2**20
+MAX_FILE_ENV = "AUDITMI_MAX_FILE_MB"
 
 # EXIF "Orientation" tag (0x0112) -> the transpose that displays the image upright; the same table
 # as PIL.ImageOps.exif_transpose.
@@ -95,14 +111,6 @@ class ImageLoadError(InputError):
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """A file that was not used, and why."""
-
-    path: Path
-    reason: str
-
-
-@dataclass(frozen=True)
 class LoadedImage:
     """A decoded image together with the evidence needed to identify its file.
 
@@ -120,161 +128,9 @@ class LoadedImage:
     original_size: tuple[int, int]
 
 
-@dataclass
-class Discovery:
-    """The result of :func:`discover`.
-
-    Attributes:
-        images: Files to try to load (sorted, deduplicated).
-        ignored: Files found while searching folders that were left out because their extension is
-            not in :data:`SUPPORTED_EXTENSIONS` (or because they are not regular files).
-    """
-
-    images: list[Path]
-    ignored: list[Path]
-
-
-# --------------------------------------------------------------------------------------------
-# Discovery
-# --------------------------------------------------------------------------------------------
-
-
-def _is_supported(path: Path) -> bool:
-    return path.suffix.lower() in SUPPORTED_EXTENSIONS
-
-
-def _is_hidden(name: str) -> bool:
-    # ".DS_Store", ".git", AppleDouble "._IMG_001.jpg" files, editors' swap files ...
-    return name.startswith(".")
-
-
-def check_exists(raw: str | Path) -> Path:
-    """The absolute path of a user-given file or folder; :class:`InputError` if it does not exist.
-
-    Cheap (one ``stat``): the CLI calls it before importing torch, so a typo fails at once.
-    """
-    given = Path(raw).expanduser()
-    path = Path(os.path.abspath(given))
-    if not path.exists():  # follows symlinks: a broken link "does not exist" either
-        hint = " (it is a broken symbolic link)" if path.is_symlink() else ""
-        raise InputError(
-            f"{given} does not exist{hint}; check the spelling, or pass an existing image "
-            "file or folder."
-        )
-    return path
-
-
-def discover(paths: Sequence[str | Path]) -> Discovery:
-    """Find the image files named by ``paths``.
-
-    Each path is a file or a folder. Folders are searched recursively; symbolic links are followed
-    but every real folder is visited once, so symlink loops terminate. Hidden files and folders
-    (names starting with ``.``) found while searching are skipped. Files found in folders whose
-    extension is not supported go to ``ignored``. A file given explicitly is always included in
-    ``images`` whatever its extension: the user asked for it, and decoding decides.
-
-    Returned paths are absolute but keep the symlinks the user went through (reports show the
-    names the user knows); duplicates are detected on the fully resolved path.
-
-    Args:
-        paths: Files and/or folders.
-
-    Returns:
-        A :class:`Discovery` with sorted, deduplicated ``images`` and ``ignored`` lists.
-
-    Raises:
-        InputError: A path does not exist, is neither a file nor a folder, or a folder cannot be
-            listed.
-    """
-    images: dict[str, Path] = {}
-    ignored: dict[str, Path] = {}
-
-    def add(target: dict[str, Path], path: Path) -> None:
-        key = os.path.realpath(path)
-        target.setdefault(key, path)
-
-    for raw in paths:
-        given = Path(raw).expanduser()
-        path = check_exists(raw)
-        if path.is_dir():
-            for found, supported in _walk(path):
-                add(images if supported else ignored, found)
-        elif path.is_file():
-            add(images, path)
-        else:
-            raise InputError(
-                f"{given} is neither a regular file nor a folder (a pipe, socket or device?); "
-                "pass image files or folders of images."
-            )
-
-    # A file given explicitly may also have been ignored while walking a folder: it wins.
-    for key in images:
-        ignored.pop(key, None)
-    return Discovery(images=sorted(images.values()), ignored=sorted(ignored.values()))
-
-
-def _walk(root: Path) -> Iterable[tuple[Path, bool]]:
-    """Yield ``(file, has_supported_extension)`` for every non-hidden file under ``root``.
-
-    Broken symlinks with a supported extension are yielded as images so that loading reports
-    them as skipped (with a reason) rather than dropping them silently; other special files
-    (pipes, sockets, devices) are reported as not supported, and are never opened.
-    """
-    visited: set[tuple[int, int]] = set()
-    stack = [root]
-    # Folders reached through a symlink are visited only once no real folder is left, so that a
-    # file reachable both ways is reported under its real location.
-    linked: list[Path] = []
-    while stack or linked:
-        folder = stack.pop() if stack else linked.pop()
-        try:
-            st = folder.stat()
-        except OSError as exc:  # vanished or unreadable between listing and visiting
-            raise InputError(f"cannot read folder {folder}: {_os_reason(exc)}.") from exc
-        ident = (st.st_dev, st.st_ino)
-        if ident in visited:  # symlink loop or two links to the same folder
-            continue
-        visited.add(ident)
-        try:
-            with os.scandir(folder) as entries:
-                listing = sorted(entries, key=lambda e: e.name)
-        except OSError as exc:
-            raise InputError(
-                f"cannot read folder {folder}: {_os_reason(exc)}; fix its permissions or pass "
-                "only the folders you want audited."
-            ) from exc
-        for entry in listing:
-            if _is_hidden(entry.name):
-                continue
-            path = Path(entry.path)
-            try:
-                if entry.is_dir(follow_symlinks=True):
-                    (linked if entry.is_symlink() else stack).append(path)
-                    continue
-                is_file = entry.is_file(follow_symlinks=True)
-            except OSError:
-                is_file = False
-            if is_file:
-                yield path, _is_supported(path)
-            elif entry.is_symlink() and not os.path.exists(path):
-                yield path, _is_supported(path)
-            else:
-                yield path, False
-
-
 # --------------------------------------------------------------------------------------------
 # Reading and decoding
 # --------------------------------------------------------------------------------------------
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "it does not exist"
-    if isinstance(exc, IsADirectoryError):
-        return "it is a folder"
-    return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
 
 def read_and_hash(path: Path) -> tuple[bytes, str]:
@@ -302,19 +158,89 @@ def read_and_hash(path: Path) -> tuple[bytes, str]:
             raise ImageLoadError("cannot read file: broken symbolic link", path) from exc
         raise ImageLoadError("cannot read file: it does not exist", path) from exc
     except OSError as exc:
-        raise ImageLoadError(f"cannot read file: {_os_reason(exc)}", path) from exc
+        raise ImageLoadError(f"cannot read file: {os_reason(exc)}", path) from exc
     if stat.S_ISDIR(st.st_mode):
         raise ImageLoadError("cannot read file: it is a folder, not a file", path)
     if not stat.S_ISREG(st.st_mode):
         raise ImageLoadError(
             "cannot read file: not a regular file (a pipe, socket or device)", path
         )
+    if st.st_size == 0:
+        raise ImageLoadError("empty file (0 bytes)", path)
+    limit = max_file_bytes()
+    if st.st_size > limit:
+        raise ImageLoadError(
+            f"file too large: {st.st_size / 2**20:,.0f} MiB exceeds the {limit / 2**20:,.0f} MiB limit for one "
+            f"image (set {MAX_FILE_ENV} to raise it)",
+            path,
+        )
     try:
+        # The header first: a file that is not an image, or whose pixels could never be
+        # decoded, is refused after reading a few bytes instead of all of them. (Its own open:
+        # Pillow may close the file object it was given. Decoding checks the header again.)
+        with open(path, "rb") as fh:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    _open_checked(fh).close()
+            except ImageLoadError as exc:
+                raise ImageLoadError(exc.reason, path) from exc.__cause__
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise ImageLoadError(f"cannot read file: {_os_reason(exc)}", path) from exc
+        raise ImageLoadError(f"cannot read file: {os_reason(exc)}", path) from exc
     return data, hashlib.sha256(data).hexdigest()
+
+
+def max_file_bytes() -> int:
+    """Largest file read as one image: :data:`MAX_FILE_BYTES`, or ``$AUDITMI_MAX_FILE_MB`` MiB.
+
+    Raises:
+        InputError: ``$AUDITMI_MAX_FILE_MB`` is not a positive number.
+    """
+    raw = os.environ.get(MAX_FILE_ENV, "").strip()
+    if not raw:
+        return MAX_FILE_BYTES
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not mb > 0 or mb == float("inf"):
+        raise InputError(f"{MAX_FILE_ENV}={raw!r} is not a positive number of MiB; unset it or set e.g. {MAX_FILE_ENV}=2048.")
+    return int(mb * 2**20)
+
+
+def _open_checked(fp: Any) -> Image.Image:
+    """Open an image lazily (its header only) and refuse what must never be decoded.
+
+    Call it inside ``warnings.catch_warnings`` with ``DecompressionBombWarning`` as an error.
+
+    Raises:
+        ImageLoadError: not an image, a corrupt header, a zero-size image or a decompression bomb.
+    """
+    try:
+        im = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"image too large: {_first_line(exc)}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(
+            "not an image, or an image format that cannot be read "
+            f"(supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})"
+        ) from exc
+    except MemoryError as exc:
+        raise ImageLoadError("not enough memory to decode the image") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on corrupt headers
+        raise ImageLoadError(f"corrupt image header ({_first_line(exc)})") from exc
+    width, height = im.size
+    limit = MAX_PIXELS  # module global read at call time (monkeypatchable)
+    if width <= 0 or height <= 0:
+        im.close()
+        raise ImageLoadError(f"image has zero size ({width}x{height} pixels)")
+    if width * height > limit:
+        im.close()  # checked before load(): a bomb must never be decoded
+        raise ImageLoadError(_bomb_reason(width, height, limit))
+    return im
 
 
 def _bomb_reason(width: int, height: int, limit: int) -> str:
@@ -359,7 +285,6 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[np.ndarray, tuple[
     _check_max_side(max_side)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
-    limit = MAX_PIXELS  # module global read at call time (monkeypatchable)
 
     # warnings.catch_warnings is process-global state: decode images from one thread at a time.
     with warnings.catch_warnings():
@@ -367,27 +292,8 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[np.ndarray, tuple[
         # business. Its DecompressionBombWarning, however, is turned into an error and reported.
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageLoadError(f"image too large: {_first_line(exc)}") from exc
-        except UnidentifiedImageError as exc:
-            raise ImageLoadError(
-                "not an image, or an image format that cannot be read "
-                f"(supported: {', '.join(sorted(SUPPORTED_EXTENSIONS))})"
-            ) from exc
-        except MemoryError as exc:
-            raise ImageLoadError("not enough memory to decode the image") from exc
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on corrupt headers
-            raise ImageLoadError(f"corrupt image header ({_first_line(exc)})") from exc
-
+        im = _open_checked(io.BytesIO(data))
         with im:
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise ImageLoadError(f"image has zero size ({width}x{height} pixels)")
-            if width * height > limit:
-                # Checked before load(): a bomb must never be decoded.
-                raise ImageLoadError(_bomb_reason(width, height, limit))
             try:
                 # First frame of animated GIF/WebP and multi-page TIFF: a freshly opened image is
                 # positioned on frame 0, and load() decodes only that frame, but all of it.

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from e2e_support import invoke_in_process
+from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
+    Calibrated,
+    calibrated,
+    invoke_in_process,
+    make_noise_images,
+)
 
 # ------------------------------------------------------------------ options that take many paths
 
@@ -128,3 +133,40 @@ def test_expand_multi_value_options_unit() -> None:
     assert ex(["--reference=a", "b", "-q"], r) == ["--reference=a", "--reference", "b", "-q"]
     assert ex(["-r", "a", "--", "b"], r) == ["-r", "a", "--", "b"]
     assert ex(["--reference"], r) == ["--reference"]  # Click reports the missing value
+
+
+# ------------------------------------------------------------------ what a scan leaves out, end to end
+
+
+def test_scan_reports_ignored_files_and_skips_an_unreadable_subfolder(calibrated: Calibrated, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    sus = tmp_path / "suspect"
+    make_noise_images(sus, 6, seed=5)
+    for name in ("x.heic", "y.avif", "README"):
+        (sus / name).write_bytes(b"data")
+    make_noise_images(sus / ".thumbnails", 2, seed=6)
+    locked = sus / "locked"
+    make_noise_images(locked, 2, seed=7)
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:  # what chmod 000 does (the tests may run as root)
+        if Path(str(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    out = tmp_path / "r.json"
+    p = invoke_in_process("scan", sus, "-e", calibrated.encoder, "-c", calibrated.bundle, "--device", "cpu", "--workers", "0",
+                          "--json", out, "--quiet", cache_dir=tmp_path / "cache")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(out.read_text())
+    assert rep["aggregate"]["n_scored"] == 6
+    assert {(r["reason"], r["count"]) for r in rep["ignored"]} == {("extension .heic", 1), ("extension .avif", 1), ("no extension", 1), ("hidden", 1)}
+    assert {"path": str(locked), "reason": "folder not searched: permission denied", "set": "suspect"} in rep["skipped"]
+    text = " ".join(p.stdout.split())
+    assert "files left out" in text and "1 extension .heic" in text and "folder not searched" in text
+    from auditmi.report import validate_report
+
+    validate_report(rep)

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
+from auditmi.discovery import SUPPORTED_EXTENSIONS
 from auditmi.errors import EXIT_VERDICT, InputError
 
 
@@ -101,6 +102,9 @@ def print_report(report: dict[str, Any], show: int) -> None:
     cal = report["calibration"]
     t.add_row("classifier", f"{cal['attack_name']} (held-out shadow AUC {fmt(cal['held_out_metrics'].get('roc_auc'))})")
     t.add_row("images scored", f"{a['n_scored']} of {a['n_images']} ({a['n_skipped']} skipped, {a['n_duplicates']} duplicates)")
+    if report.get("ignored"):
+        t.add_row("files left out", "; ".join(f"{r['set']}: {r['count']} {r['reason']}" for r in report["ignored"])
+                  + " (not read: auditmi reads " + ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)) + ")")
     t.add_row("flagged as members", f"{a['n_flagged']} ({a['fraction_flagged']:.1%}) at threshold {a['decision_threshold']:.4g} ({a['threshold_kind']} threshold), "
               f"calibrated FPR {fmt(a['expected_fpr'])}, TPR {fmt(a.get('calibrated_tpr'))}")
     uf = a.get("used_fraction") or {}
