@@ -4,6 +4,7 @@ library runs the same functions, so the messages cannot drift apart."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -104,3 +105,49 @@ def check_positive(name: str, value: int) -> None:
     """A count that must be 1 or more (e.g. ``--epochs``)."""
     if value < 1:
         raise InputError(f"{name} must be at least 1 (got {value}).")
+
+
+#: Rough memory one worker process needs besides what it shares with its parent (decoded
+#: images in flight, rendered views, activations of a small encoder); the pipeline raises it for
+#: large inputs.
+WORKER_MEMORY = 256 * 2**20
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's CPU set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory() -> int | None:
+    """Memory available to new processes, in bytes (``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cap_workers(requested: int, per_worker_bytes: int = WORKER_MEMORY) -> tuple[int, str | None]:
+    """At most one worker per usable core, and no more than half the available memory holds.
+
+    Returns:
+        ``(workers, note)``: the note says why ``requested`` was lowered (None if it was not).
+    """
+    cores = usable_cores()
+    cap = cores
+    mem = available_memory()
+    if mem is not None:
+        cap = min(cap, max(1, int(mem // 2 // max(1, per_worker_bytes))))
+    if requested <= cap:
+        return requested, None
+    why = f"{cores} usable cores" + (f", {mem / 2**30:.1f} GiB memory available" if mem is not None else "")
+    return cap, f"--workers {requested} lowered to {cap} ({why}; about {per_worker_bytes / 2**20:.0f} MiB per worker)."

@@ -170,3 +170,25 @@ def test_scan_reports_ignored_files_and_skips_an_unreadable_subfolder(calibrated
     from auditmi.report import validate_report
 
     validate_report(rep)
+
+
+def test_too_many_workers_are_lowered_and_the_user_is_told(tmp_path: Path, fake_bundle: Path, recorder: dict,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditmi.audit
+    from auditmi._paths import usable_cores
+
+    seen: dict[str, Any] = {}
+
+    def scan(images: Any, opts: Any, **_: Any) -> None:
+        import typer
+
+        seen["workers"] = opts.workers
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(auditmi.audit, "run_scan", scan)
+    sus = tmp_path / "s"
+    _pngs(sus, 1)
+    p = invoke_in_process("scan", sus, "-e", "x", "-c", fake_bundle, "--workers", "999", "-q")
+    assert p.returncode == 0, p.stderr
+    assert seen["workers"] <= usable_cores()
+    assert "--workers 999 lowered to" in " ".join(p.stderr.split())

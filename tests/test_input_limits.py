@@ -158,3 +158,35 @@ def _noise(folder: Path, n: int) -> list[Path]:
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(p)
         out.append(p)
     return out
+
+
+# ------------------------------------------------------------------------- worker cap
+
+
+def test_workers_are_capped_by_cores_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from auditmi import _paths
+
+    monkeypatch.setattr(_paths, "usable_cores", lambda: 4)
+    monkeypatch.setattr(_paths, "available_memory", lambda: 64 * 2**30)
+    assert _paths.cap_workers(3) == (3, None)
+    n, note = _paths.cap_workers(999)
+    assert n == 4 and note is not None and "999" in note and "4 usable cores" in note
+    monkeypatch.setattr(_paths, "available_memory", lambda: 2**30)  # 1 GiB: half of it holds 2 workers of 256 MiB
+    n, note = _paths.cap_workers(999)
+    assert n == 2 and "1.0 GiB memory available" in note  # type: ignore[operator]
+    monkeypatch.setattr(_paths, "available_memory", lambda: 2**20)
+    assert _paths.cap_workers(8)[0] == 1  # never below one worker
+
+
+def test_pipeline_never_starts_more_workers_than_cores(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from auditmi._paths import usable_cores
+    from auditmi.encoders import load_encoder
+    from auditmi.pipeline import compute_features
+    from auditmi.views import ViewConfig
+
+    paths = _noise(tmp_path / "imgs", 12)
+    enc = load_encoder(str(tiny_checkpoint), "cpu")
+    fs = compute_features(paths, enc, ViewConfig(n_views=4), batch_size=4, num_workers=999)
+    assert fs.n == 12
+    assert fs.timing["workers"] <= usable_cores()
+    assert any("--workers 999 lowered to" in n for n in fs.notes)

@@ -68,7 +68,10 @@ def test_a_single_chunk_of_images_runs_in_this_process(tiny_checkpoint: Path, fo
     assert fs.timing["workers"] == 0  # 3 images fit in one chunk of 4: no worker would help
 
 
-def test_worker_results_do_not_depend_on_the_number_of_workers(tiny_checkpoint: Path, folder) -> None:
+def test_worker_results_do_not_depend_on_the_number_of_workers(tiny_checkpoint: Path, folder, monkeypatch) -> None:
+    import auditmi._paths
+
+    monkeypatch.setattr(auditmi._paths, "usable_cores", lambda: 8)  # 3 workers even on a 2-core machine (the cap is tested elsewhere)
     enc = load_encoder(str(tiny_checkpoint), "cpu")
     a = compute_features(folder[0], enc, CFG, seed=3, batch_size=BATCH, num_workers=2)
     b = compute_features(folder[0], enc, CFG, seed=3, batch_size=BATCH, num_workers=3)

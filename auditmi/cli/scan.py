@@ -178,7 +178,7 @@ def scan(
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
-    from auditmi._paths import check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
+    from auditmi._paths import cap_workers, check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
 
     if not images:
         raise InputError(
@@ -197,6 +197,10 @@ def scan(
     for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
         if not dest.parent.is_dir():
             raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
+    if workers is not None:
+        workers, note = cap_workers(workers)
+        if note:
+            err.print(Text.assemble(("note: ", "yellow"), note))
     from auditmi.audit import ScanOptions, run_scan
     from auditmi.report import InvalidReportError, validate_report, write_html, write_json
 
