@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
@@ -51,6 +52,10 @@ def calibrate(
     check_device(device)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
     from auditmi.audit import CalibrateOptions, run_calibrate
+    from auditmi.cli.options import encoder_assumptions
+
+    for note in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
+        err.print(Text.assemble(("warning: ", "yellow"), note))
 
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,

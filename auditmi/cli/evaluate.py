@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
-from auditmi.cli.ui import fmt, out, progress_bar
+from auditmi.cli.ui import err, fmt, out, progress_bar
 
 
 @app.command()
@@ -34,6 +35,10 @@ def evaluate(
     check_device(device)
     precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
     from auditmi.audit import run_evaluate
+    from auditmi.cli.options import encoder_assumptions
+
+    for note in encoder_assumptions(encoder):
+        err.print(Text.assemble(("warning: ", "yellow"), note))
     from auditmi.report import write_json
 
     with progress_bar(not quiet) as cb:

@@ -87,3 +87,25 @@ class AuditmiGroup(TyperGroup):
                 return args  # Click reports the unknown command
             return [*args[: i + 1], *expand_multi_value_options(args[i + 1 :], multi_path_options(cmd))]
         return args
+
+
+def encoder_assumptions(spec: str) -> list[str]:
+    """Warnings about what auditmi must assume to use the encoder ``spec`` (empty when nothing).
+
+    A TorchScript file without a sidecar is used with 224 px inputs and ImageNet normalisation;
+    the user must hear that before the scan, not find it in the report afterwards. An unknown spec
+    gives no warning here: loading it fails with the full message.
+    """
+    from auditmi.encoders import parse_spec
+    from auditmi.errors import EncoderUnavailableError
+
+    try:
+        backend, name, _ = parse_spec(spec)
+    except EncoderUnavailableError:
+        return []
+    if backend != "torchscript":
+        return []
+    from auditmi.encoders.torchscript import missing_sidecar_note
+
+    note = missing_sidecar_note(name)
+    return [note] if note else []

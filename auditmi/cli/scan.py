@@ -202,6 +202,10 @@ def scan(
         if note:
             err.print(Text.assemble(("note: ", "yellow"), note))
     from auditmi.audit import ScanOptions, run_scan
+    from auditmi.cli.options import encoder_assumptions
+
+    for note in encoder_assumptions(encoder):
+        err.print(Text.assemble(("warning: ", "yellow"), note))
     from auditmi.report import InvalidReportError, validate_report, write_html, write_json
 
     opts = ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,

@@ -4,13 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from auditmi.errors import InputError
+from auditmi.errors import EncoderUnavailableError, InputError
+
+#: Input sides an encoder may declare. Real encoders use 224-518 px; the upper bound keeps a
+#: mistyped config (``input_size: 6000``) from allocating tens of GB for the views, the lower
+#: one keeps the view crops meaningful.
+MIN_INPUT_SIZE = 8
+MAX_INPUT_SIZE = 1024
+
+
+def validate_preprocessing(input_size: Any, mean: Any, std: Any, source: str = "the encoder config") -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+    """Check an encoder's declared input size and normalisation; every backend calls this.
+
+    Args:
+        input_size: side of the square input, a whole number of pixels.
+        mean, std: per-channel (RGB) normalisation, three finite numbers each; ``std`` > 0.
+        source: where the values came from (a file name), for the message.
+
+    Returns:
+        ``(input_size, mean, std)`` as an int and two float triples.
+
+    Raises:
+        EncoderUnavailableError: a value that cannot be right (exit 4): the problem is the
+            encoder's configuration, not the images.
+    """
+    problems = []
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, float)) or input_size != int(input_size):
+        problems.append(f"input_size must be a whole number of pixels (got {input_size!r})")
+    elif not MIN_INPUT_SIZE <= int(input_size) <= MAX_INPUT_SIZE:
+        problems.append(f"input_size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels (got {input_size!r})")
+    triples = {}
+    for name, v in (("mean", mean), ("std", std)):
+        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        if not ok:
+            problems.append(f"{name} must be three finite numbers, one per RGB channel (got {v!r})")
+        else:
+            triples[name] = tuple(float(x) for x in v)
+    if "std" in triples and min(triples["std"]) <= 0:
+        problems.append(f"std must be positive in every channel (got {list(std)}): the encoder's inputs would be divided by zero")
+    if problems:
+        raise EncoderUnavailableError(f"{source} is invalid: " + "; ".join(problems) + ". Fix it, or re-export the encoder.")
+    return int(input_size), triples["mean"], triples["std"]  # type: ignore[return-value]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -73,6 +115,12 @@ class Encoder:
     module: torch.nn.Module | None = None
     info: dict[str, Any] = field(default_factory=dict)
     amp: bool = True
+
+    def __post_init__(self) -> None:
+        # Every backend builds an Encoder: a config that cannot be right is refused here, as an
+        # encoder problem (exit 4), before a single image is rendered with it.
+        self.input_size, self.mean, self.std = validate_preprocessing(
+            self.input_size, self.mean, self.std, source=f"encoder {self.spec!r}")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

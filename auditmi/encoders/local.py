@@ -14,7 +14,7 @@ import torch
 
 from auditmi import __version__
 from auditmi._io import atomic_write, atomic_write_text
-from auditmi.encoders.base import Encoder, prepare_module, sha256_file
+from auditmi.encoders.base import Encoder, prepare_module, sha256_file, validate_preprocessing
 from auditmi.errors import EncoderUnavailableError
 from auditmi.models import build_backbone
 
@@ -74,13 +74,15 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise EncoderUnavailableError(f"{path} is not an auditmi encoder folder: {CONFIG_NAME} is missing.") from e
     except (OSError, json.JSONDecodeError) as e:
         raise EncoderUnavailableError(f"cannot read {p}: {e}") from e
-    if cfg.get("format") != FORMAT:
-        raise EncoderUnavailableError(f"{p} is not an auditmi encoder config (format={cfg.get('format')!r}).")
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise EncoderUnavailableError(f"{p} is not an auditmi encoder config (format={cfg.get('format') if isinstance(cfg, dict) else None!r}).")
     if cfg.get("schema_version") != SCHEMA_VERSION:
         raise EncoderUnavailableError(
             f"{p} has encoder schema_version {cfg.get('schema_version')} but this auditmi "
             f"({__version__}) reads version {SCHEMA_VERSION}; re-export the encoder with a matching auditmi."
         )
+    # Before any model is built or image rendered: a bad value is the encoder's problem (exit 4).
+    cfg["input_size"], cfg["mean"], cfg["std"] = validate_preprocessing(cfg.get("input_size"), cfg.get("mean"), cfg.get("std"), source=str(p))
     return cfg
 
 
