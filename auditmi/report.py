@@ -375,6 +375,10 @@ def write_json(report: Mapping[str, Any], dest: str | Path) -> None:
     """
     text = to_json(report) + "\n"
     if str(dest) == "-":
+        try:
+            text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # e.g. PYTHONIOENCODING=ascii: the same JSON, \u-escaped
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=True) + "\n"
         sys.stdout.write(text)
         sys.stdout.flush()
         return
@@ -1248,4 +1252,8 @@ def write_html(report: Mapping[str, Any], dest: str | Path, **kw: Any) -> None:
     Raises:
         InputError: The file cannot be written, or bad ``top_k``.
     """
-    _atomic_write_text(render_html(report, **kw), dest, "HTML report")
+    # A file name that is not UTF-8, or holds control characters (escape codes that `cat` would
+    # run) or bidirectional overrides, is shown with visible \xNN / \uNNNN escapes.
+    from auditmi.terminal import printable
+
+    _atomic_write_text(printable(render_html(report, **kw), keep_newlines=True), dest, "HTML report")

@@ -192,3 +192,63 @@ def test_too_many_workers_are_lowered_and_the_user_is_told(tmp_path: Path, fake_
     assert p.returncode == 0, p.stderr
     assert seen["workers"] <= usable_cores()
     assert "--workers 999 lowered to" in " ".join(p.stderr.split())
+
+
+# ------------------------------------------------------------------ hostile and undecodable file names
+
+
+@pytest.fixture(scope="module")
+def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images whose names hold an escape sequence, undecodable bytes and non-ASCII letters."""
+    import os
+    import shutil
+
+    root = tmp_path_factory.mktemp("hostile")
+    src = make_noise_images(root / "src", 4, seed=11)
+    folder = root / "suspect"
+    folder.mkdir()
+    names = [b"clear\x1b[2J\x1b[Hscreen.png", b"bad\xff\xfe.png", "caf\u00e9.png".encode(), b"plain.png"]
+    for s, n in zip(src, names):
+        shutil.copy(s, os.fsdecode(os.fsencode(folder) + b"/" + n))
+    return folder
+
+
+def test_hostile_names_with_html_json_and_terminal(calibrated: Calibrated, hostile_folder: Path, tmp_path: Path) -> None:
+    """A non-UTF-8 name with --html, escape codes in a name, non-ASCII names: reports written,
+    terminal output escaped, exit 0 (this used to be a traceback)."""
+    from e2e_support import run_cli
+
+    p = run_cli("scan", hostile_folder, "-e", calibrated.encoder, "-c", calibrated.bundle, "--device", "cpu", "--views", "4",
+                "--html", tmp_path / "r.html", "--json", tmp_path / "r.json", "--quiet", cache_dir=tmp_path / "cache")
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout + p.stderr  # NO_COLOR: the only escape codes would be the file name's
+    assert "clear\\x1b[2J\\x1b[Hscreen.png" in p.stdout and "bad\\xff\\xfe.png" in p.stdout and "caf\u00e9.png" in p.stdout
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "bad\\xff\\xfe.png" in html and "\x1b" not in html
+    rep = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert len(rep["images"]) == 4
+
+
+def test_ascii_terminal_with_non_ascii_names(calibrated: Calibrated, hostile_folder: Path, tmp_path: Path) -> None:
+    """PYTHONIOENCODING=ascii: the table shows escapes, --json - stays valid (\\u-escaped) JSON."""
+    from e2e_support import cli_env
+
+    env = {**cli_env(tmp_path / "cache"), "PYTHONIOENCODING": "ascii"}
+    base = [sys.executable, "-m", "auditmi", "scan", str(hostile_folder), "-e", str(calibrated.encoder), "-c", str(calibrated.bundle),
+            "--device", "cpu", "--quiet"]
+    p = subprocess.run(base, capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    out = p.stdout.decode("ascii")  # nothing but ASCII reached the terminal
+    assert "caf\\xe9.png" in out and "bad\\xff\\xfe.png" in out
+    p = subprocess.run([*base, "--json", "-"], capture_output=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    rep = json.loads(p.stdout.decode("ascii"))
+    assert any(r["path"].endswith("caf\u00e9.png") for r in rep["images"])
+
+
+def test_error_messages_escape_hostile_paths(fake_bundle: Path, tmp_path: Path) -> None:
+    for name in ("gone\x1b[2J\x1b[31m", "x[/]y[bold]"):
+        p = invoke_in_process("scan", tmp_path / name, "-e", "x", "-c", fake_bundle)
+        assert p.returncode == 2, p.stderr
+        assert "\x1b" not in p.stderr and "does not exist" in p.stderr and "Traceback" not in p.stderr
+    assert "x[/]y[bold]" in p.stderr  # shown as is, not read as markup

@@ -9,6 +9,7 @@ import traceback
 from typing import Any, Callable, TypeVar
 
 import typer
+from rich.text import Text
 
 from auditmi import __version__
 from auditmi.cli.options import AuditmiGroup
@@ -44,7 +45,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AuditmiError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; completed work is cached, re-run the same command to resume.")
@@ -53,7 +54,7 @@ def handle_errors(fn: F) -> F:
             raise
         except Exception:
             err.print(traceback.format_exc(), markup=False, highlight=False)
-            err.print(f"[bold red]internal error[/] in auditmi {__version__}: this is a bug; please report it with the traceback above.")
+            err.print(Text.assemble(("internal error", "bold red"), f" in auditmi {__version__}: this is a bug; please report it with the traceback above."))
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]

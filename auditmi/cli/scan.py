@@ -16,6 +16,7 @@ from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
 from auditmi.discovery import SUPPORTED_EXTENSIONS
 from auditmi.errors import EXIT_VERDICT, InputError
+from auditmi.terminal import printable
 
 
 class FailOn(str, Enum):
@@ -88,13 +89,13 @@ class _Plain(Table):
     """A table whose cells are plain text: file names and reasons are never read as rich markup."""
 
     def add_row(self, *cells: str, **kw: Any) -> None:  # type: ignore[override]
-        super().add_row(*(Text(c) for c in cells), **kw)
+        super().add_row(*(Text(printable(c)) for c in cells), **kw)
 
 
 def print_report(report: dict[str, Any], show: int) -> None:
     """The human-readable report on stdout: verdict first, then numbers, then images."""
     v, a = report["verdict"], report["aggregate"]
-    out.print(Panel(Text.assemble((f" {v['label'].upper()} ", VERDICT_STYLE.get(v["label"], "bold")), "\n\n" + v["reason"]), title="auditmi verdict", expand=False))
+    out.print(Panel(Text.assemble((f" {v['label'].upper()} ", VERDICT_STYLE.get(v["label"], "bold")), "\n\n" + printable(v["reason"])), title="auditmi verdict", expand=False))
     t = _Plain(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
