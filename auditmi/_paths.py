@@ -151,3 +151,18 @@ def cap_workers(requested: int, per_worker_bytes: int = WORKER_MEMORY) -> tuple[
         return requested, None
     why = f"{cores} usable cores" + (f", {mem / 2**30:.1f} GiB memory available" if mem is not None else "")
     return cap, f"--workers {requested} lowered to {cap} ({why}; about {per_worker_bytes / 2**20:.0f} MiB per worker)."
+
+
+def check_destination(dest: str | Path | None, option: str) -> None:
+    """An output file named by ``option`` (``--json``, ``--html``): ``-`` (stdout) or a path that
+    is not a folder, in an existing folder. Checked before any work, so a typo costs nothing."""
+    if dest is None or str(dest) == "-":
+        return
+    if str(dest).strip() == "":
+        raise InputError(f"{option} was given an empty file name; give a file, or '-' for standard output.")
+    p = Path(dest).expanduser()
+    if p.is_dir():
+        raise InputError(f"cannot write {option} to {p}: it is a folder; give a file name, e.g. {p / 'report.json'}.")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"cannot write the report to {p}: folder {folder} does not exist.")

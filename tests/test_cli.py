@@ -529,10 +529,13 @@ def test_report_destination_in_a_missing_folder_is_refused_before_scanning(calib
         (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--member-fraction", "1.5"], 2, "--member-fraction must be between 0 and 1"),
         (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--device", "gpu"], 2, "invalid --device"),
         (["evaluate", "-e", "x", "-c", "y", "--members", ".", "--non-members", ".", "--batch-size", "-3"], 2, "--batch-size must be positive"),
+        (["calibrate", "--shadow-data", ".", "--out", "/tmp/unused", "--json", "/tmp"], 2, "it is a folder"),
+        (["scan", ".", "-e", "x", "-c", "y", "--json", ""], 2, "--json was given an empty file name"),
+        (["scan", ".", "-e", "x", "-c", "y", "--html", "/tmp"], 2, "it is a folder"),
     ],
     ids=["missing-images", "missing-calibration", "bad-fdr", "evaluate-missing-calibration", "calibrate-missing-data",
          "scan-views", "scan-batch-size", "scan-workers", "scan-device", "scan-attack", "calibrate-attacks", "calibrate-views",
-         "calibrate-member-fraction", "calibrate-device", "evaluate-batch-size"],
+         "calibrate-member-fraction", "calibrate-device", "evaluate-batch-size", "calibrate-json-dir", "scan-json-empty", "scan-html-dir"],
 )
 def test_input_errors_fail_before_torch_is_imported(args: list[str], code: int, needle: str) -> None:
     """A typo must fail at once, not after the seconds it takes to import torch."""

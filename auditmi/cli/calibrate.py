@@ -39,7 +39,16 @@ def calibrate(
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
     import json
 
-    from auditmi._paths import check_batch_size, check_device, check_fraction, check_positive, check_views, parse_attacks, precheck
+    from auditmi._paths import (
+        check_batch_size,
+        check_destination,
+        check_device,
+        check_fraction,
+        check_positive,
+        check_views,
+        parse_attacks,
+        precheck,
+    )
 
     # Everything that needs no torch is checked before importing it, so a typo fails at once.
     kinds = parse_attacks(attacks)
@@ -50,6 +59,7 @@ def calibrate(
     check_fraction("--member-fraction", member_fraction)
     check_positive("--classifier-epochs", vector_epochs)
     check_device(device)
+    check_destination(json_out, "--json")
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
     from auditmi.audit import CalibrateOptions, run_calibrate
     from auditmi.cli.options import encoder_assumptions
@@ -68,11 +78,11 @@ def calibrate(
                "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
                "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
     if json_out:
-        text = json.dumps(summary, indent=2, default=lambda o: None)
+        from auditmi.report import write_json
+
+        write_json(json.loads(json.dumps(summary, default=lambda o: None)), json_out)  # atomic; '-' is stdout
         if json_out == "-":
-            typer.echo(text)
             return
-        Path(json_out).write_text(text + "\n")
     t = Table(title=f"held-out shadow metrics ({cal.meta['n_heldout']} images; fitted on {cal.meta['n_fit']})")
     for c in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
         t.add_column(c)

@@ -29,10 +29,11 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""
-    from auditmi._paths import check_batch_size, check_device, precheck
+    from auditmi._paths import check_batch_size, check_destination, check_device, precheck
 
     check_batch_size(batch_size)
     check_device(device)
+    check_destination(json_out, "--json")
     precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
     from auditmi.audit import run_evaluate
     from auditmi.cli.options import encoder_assumptions

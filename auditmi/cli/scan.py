@@ -179,7 +179,17 @@ def scan(
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
-    from auditmi._paths import cap_workers, check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
+    from auditmi._paths import (
+        cap_workers,
+        check_attack,
+        check_batch_size,
+        check_destination,
+        check_device,
+        check_rates,
+        check_views,
+        check_workers,
+        precheck,
+    )
 
     if not images:
         raise InputError(
@@ -192,12 +202,11 @@ def scan(
     check_workers(workers)
     check_device(device)
     check_attack(attack)
+    check_destination(json_out, "--json")
+    check_destination(html, "--html")
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
     tr = read_truth(truth) if truth else None
-    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
-        if not dest.parent.is_dir():
-            raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
     if workers is not None:
         workers, note = cap_workers(workers)
         if note:
