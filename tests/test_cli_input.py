@@ -252,3 +252,105 @@ def test_error_messages_escape_hostile_paths(fake_bundle: Path, tmp_path: Path) 
         assert p.returncode == 2, p.stderr
         assert "\x1b" not in p.stderr and "does not exist" in p.stderr and "Traceback" not in p.stderr
     assert "x[/]y[bold]" in p.stderr  # shown as is, not read as markup
+
+
+# ------------------------------------------------------------------ interruptions and the cache
+
+
+@pytest.mark.parametrize("no_cache", [False, True])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_stop_messages_tell_the_truth_about_the_cache(how: str, no_cache: bool, tmp_path: Path, fake_bundle: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    import auditmi.audit
+
+    def stop(*a: Any, **k: Any) -> None:
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in this (main) thread
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auditmi.audit, "run_scan", stop)
+    sus = tmp_path / "s"
+    _pngs(sus, 1)
+    before = signal.getsignal(signal.SIGTERM)
+    p = invoke_in_process("scan", sus, "-e", "x", "-c", fake_bundle, "-q", *(["--no-cache"] if no_cache else []))
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
+    assert p.returncode == (143 if how == "sigterm" else 130), p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert ("terminated (SIGTERM)" in lines[0]) == (how == "sigterm")
+    if no_cache:
+        assert "completed work is cached" not in p.stderr and "nothing was cached" in p.stderr
+    else:
+        assert "completed work is cached" in p.stderr
+
+
+def test_sigterm_mid_scan_exits_143_and_keeps_completed_work(calibrated: Calibrated, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from e2e_support import popen_cli, run_cli
+
+    images = tmp_path / "many"
+    make_noise_images(images, 80, seed=12, prefix="t")
+    cache = tmp_path / "cache"
+    base = ["scan", images, "-e", calibrated.encoder, "-c", calibrated.bundle, "--quiet", "--device", "cpu", "--batch-size", "4",
+            "--cache", cache]
+    log = tmp_path / "log"
+    with open(log, "w") as fh:
+        proc = popen_cli(*base, stdout=fh, stderr=fh)
+        deadline = time.monotonic() + 240
+        n = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            n = len(list(cache.glob("features/*/shard-*.npz")))
+            if n >= 3:
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode == 143, f"rc={proc.returncode} after {n} shards\n{text}"
+    assert "terminated (SIGTERM); completed work is cached" in text and "Traceback" not in text
+    kept = len(list(cache.glob("features/*/shard-*.npz")))
+    assert kept >= 3
+    again = run_cli(*base, "--json", tmp_path / "r.json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["timing"]["from_cache"] >= 3
+
+
+def test_read_only_cache_is_used_read_only_and_the_user_is_told(calibrated: Calibrated, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache folder that cannot be written (a read-only mount, another user's cache): cached
+    features are used, nothing is written, the scan succeeds and says so. Simulated by making every
+    write in it fail with EROFS, since the tests may run as root."""
+    import errno
+    import tempfile
+
+    images = tmp_path / "imgs"
+    make_noise_images(images, 5, seed=13)
+    cache = tmp_path / "cache"
+    base = ["scan", images, "-e", calibrated.encoder, "-c", calibrated.bundle, "--device", "cpu", "--workers", "0", "--cache", cache]
+    first = invoke_in_process(*base, "--json", tmp_path / "first.json", "-q")
+    assert first.returncode == 0, first.stderr
+    shards = sorted(cache.glob("features/*/shard-*.npz"))
+    assert shards
+    make_noise_images(images, 7, seed=14, prefix="new")  # new images: their features cannot be saved
+    real = tempfile.mkstemp
+
+    def read_only(*a: Any, **k: Any) -> Any:
+        d = str(k.get("dir", a[2] if len(a) > 2 else ""))
+        if d.startswith(str(cache)):
+            raise OSError(errno.EROFS, "Read-only file system", d)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    p = invoke_in_process(*base, "--json", tmp_path / "second.json", "-q")
+    assert p.returncode == 0, p.stderr
+    text = " ".join(p.stderr.split())
+    assert "is read-only" in text and "features already cached there are used" in text
+    assert "free some space" not in text
+    rep = json.loads((tmp_path / "second.json").read_text())
+    assert rep["timing"]["from_cache"] == 5 and rep["aggregate"]["n_scored"] == 12
+    assert sorted(cache.glob("features/*/shard-*.npz")) == shards  # nothing written

@@ -35,6 +35,11 @@ def evaluate(
     check_device(device)
     check_destination(json_out, "--json")
     precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
+    if not no_cache:
+        from auditmi.cache import read_only_note
+
+        if ro := read_only_note(cache_dir):
+            err.print(Text.assemble(("note: ", "yellow"), ro))
     from auditmi.audit import run_evaluate
     from auditmi.cli.options import encoder_assumptions
 

@@ -207,6 +207,11 @@ def scan(
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
     tr = read_truth(truth) if truth else None
+    if not no_cache:
+        from auditmi.cache import read_only_note
+
+        if ro := read_only_note(cache_dir):
+            err.print(Text.assemble(("note: ", "yellow"), ro))
     if workers is not None:
         workers, note = cap_workers(workers)
         if note:
