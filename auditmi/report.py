@@ -1081,6 +1081,10 @@ def _skipped_html(report: Mapping[str, Any]) -> str:
                 f"<td>{_e(item.get('reason', ''))}</td></tr>"
             )
         out.append("</tbody></table>")
+    ignored = [i for i in (_get(report, "ignored") or []) if isinstance(i, Mapping)]
+    if ignored:
+        out.append('<p class="ignored">Left out while searching folders (never opened): '
+                   + "; ".join(f"{_e(i.get('set', ''))}: {_int(i.get('count'))} {_e(i.get('reason', ''))}" for i in ignored) + ".</p>")
     out.append("</section>")
     return "".join(out)
 

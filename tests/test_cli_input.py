@@ -159,8 +159,9 @@ def test_scan_reports_ignored_files_and_skips_an_unreadable_subfolder(calibrated
     monkeypatch.setattr(os, "scandir", scandir)
     out = tmp_path / "r.json"
     p = invoke_in_process("scan", sus, "-e", calibrated.encoder, "-c", calibrated.bundle, "--device", "cpu", "--workers", "0",
-                          "--json", out, "--quiet", cache_dir=tmp_path / "cache")
+                          "--json", out, "--html", tmp_path / "r.html", "--quiet", cache_dir=tmp_path / "cache")
     assert p.returncode == 0, p.stderr
+    assert "Left out while searching folders (never opened): suspect: 1 extension .avif" in (tmp_path / "r.html").read_text()
     rep = json.loads(out.read_text())
     assert rep["aggregate"]["n_scored"] == 6
     assert {(r["reason"], r["count"]) for r in rep["ignored"]} == {("extension .heic", 1), ("extension .avif", 1), ("no extension", 1), ("hidden", 1)}
