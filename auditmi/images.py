@@ -1,4 +1,4 @@
-"""Finding, reading, hashing and decoding the data owner's images.
+"""Reading, hashing and decoding the data owner's images.
 
 Every image that enters an audit goes through :func:`load_image`, which
 
@@ -11,12 +11,8 @@ Every image that enters an audit goes through :func:`load_image`, which
 * refuses decompression bombs before decoding them;
 * applies the EXIF orientation and converts every pixel mode to 8-bit RGB.
 
-The RGB conversion deliberately mirrors ``PIL.Image.convert("RGB")``, which is what torchvision's
-default loader (``torchvision.datasets.folder.pil_loader``) does: a membership audit compares the
-encoder's behaviour on the owner's images with its behaviour on images it was trained on, so the
-pixels we feed it should be the pixels a typical training pipeline saw. The one exception is
-high-bit-depth modes (``I``, ``I;16*``, ``F``), where ``convert`` *clips* to 0..255 (a 16-bit
-photo becomes almost entirely white); those are rescaled instead.
+The RGB conversion (auditmi/pixels.py) mirrors torchvision's default loader, so the encoder
+sees the pixels a typical training pipeline saw. Finding the files is auditmi/discovery.py's job.
 
 Bad files never stop a batch: :func:`load_many` returns them as :class:`Skipped` entries with a
 short human-readable reason that the CLI shows to the user.
@@ -46,24 +42,12 @@ from auditmi.discovery import (
     os_reason,
 )
 from auditmi.errors import InputError
+from auditmi.pixels import ORIENTATION_TRANSPOSE, UnsupportedMode, downscale, exif_orientation, to_rgb
 
 __all__ = [
-    "MAX_FILE_BYTES",
-    "MAX_FILE_ENV",
-    "MAX_PIXELS",
-    "SUPPORTED_EXTENSIONS",
-    "Discovery",
-    "ImageLoadError",
-    "LoadedImage",
-    "Skipped",
-    "check_exists",
-    "decode",
-    "discover",
-    "find_duplicates",
-    "load_image",
-    "load_many",
-    "max_file_bytes",
-    "read_and_hash",
+    "MAX_FILE_BYTES", "MAX_FILE_ENV", "MAX_PIXELS", "SUPPORTED_EXTENSIONS", "Discovery",
+    "ImageLoadError", "LoadedImage", "Skipped", "check_exists", "decode", "discover",
+    "find_duplicates", "load_image", "load_many", "max_file_bytes", "read_and_hash",
 ]
 
 #: Decompression-bomb limit in pixels (width * height), Pillow's default ``MAX_IMAGE_PIXELS``.
@@ -76,20 +60,6 @@ MAX_PIXELS: int = 89_478_485
 #: environment variable :data:`MAX_FILE_ENV` (in MiB) overrides it.
 MAX_FILE_BYTES: int = 512 * 2**20
 MAX_FILE_ENV = "AUDITMI_MAX_FILE_MB"
-
-# EXIF "Orientation" tag (0x0112) -> the transpose that displays the image upright; the same table
-# as PIL.ImageOps.exif_transpose.
-_EXIF_ORIENTATION_TAG = 0x0112
-_ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
 
 class ImageLoadError(InputError):
     """A file that cannot be used as an image.
@@ -307,11 +277,12 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[np.ndarray, tuple[
                     f"truncated or corrupt image data ({_first_line(exc)})"
                 ) from exc
 
-            orientation = _exif_orientation(im)
+            orientation = exif_orientation(im)
             try:
-                rgb = _to_rgb(im)
-            except ImageLoadError:
-                raise
+                rgb = to_rgb(im)
+            except UnsupportedMode as exc:
+                cause = exc.__cause__ or exc
+                raise ImageLoadError(f"unsupported pixel mode {im.mode!r} ({_first_line(cause)})") from cause
             except Exception as exc:  # noqa: BLE001
                 raise ImageLoadError(
                     f"cannot convert pixel mode {im.mode!r} to RGB ({_first_line(exc)})"
@@ -319,11 +290,11 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[np.ndarray, tuple[
 
         # Same transposes as ImageOps.exif_transpose, applied after the mode conversion so they
         # work identically for every mode (and with orientation read before convert() drops it).
-        if orientation in _ORIENTATION_TRANSPOSE:
-            rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
+        if orientation in ORIENTATION_TRANSPOSE:
+            rgb = rgb.transpose(ORIENTATION_TRANSPOSE[orientation])
         original_size = (rgb.width, rgb.height)
         if max_side is not None:
-            rgb = _downscale(rgb, int(max_side))
+            rgb = downscale(rgb, int(max_side))
         # A real copy: np.asarray on a PIL image is a read-only view, and torch.from_numpy warns
         # on (and cannot safely share) non-writable arrays.
         pixels = np.array(rgb, dtype=np.uint8, copy=True, order="C")
@@ -344,75 +315,6 @@ def _check_max_side(max_side: object) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text and text[0] else type(exc).__name__
-
-
-def _exif_orientation(im: Image.Image) -> int:
-    """EXIF orientation 1..8, or 1 when absent or unreadable (a broken EXIF block is not fatal)."""
-    try:
-        value = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-        return int(value)
-    except Exception:  # noqa: BLE001 - malformed EXIF: show the image as stored
-        return 1
-
-
-def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
-    gray = np.ascontiguousarray(gray, dtype=np.uint8)
-    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))  # (H, W, 3) uint8: RGB
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.rint((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert a loaded image of any mode to an 8-bit RGB image."""
-    mode = im.mode
-    if mode == "RGB":
-        return im.copy()
-    if mode.startswith("I;16"):
-        # 16-bit grayscale: 65535 -> 255. np.asarray honours the byte order (I;16B is big-endian).
-        values = np.asarray(im).astype(np.float64)
-        return _gray_to_rgb(np.rint(values / 257.0))
-    if mode == "I":
-        values = np.asarray(im).astype(np.float64)
-        lo, hi = values.min(), values.max()
-        if lo >= 0 and hi <= 255:
-            return _gray_to_rgb(values)
-        if lo >= 0 and hi <= 65535:  # 16-bit data in a 32-bit container (PGM, some TIFFs)
-            return _gray_to_rgb(np.rint(values / 257.0))
-        return _gray_to_rgb(_minmax(values))
-    if mode == "F":
-        values = np.nan_to_num(np.asarray(im).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = values.min(), values.max()
-        if lo >= 0 and hi <= 1.0:
-            return _gray_to_rgb(np.rint(values * 255.0))
-        if lo >= 0 and hi <= 255.0:
-            return _gray_to_rgb(np.rint(values))
-        return _gray_to_rgb(_minmax(values))
-    # Everything else (1, L, LA, P, PA, RGBA, RGBX, CMYK, YCbCr, HSV, ...): exactly what
-    # torchvision's pil_loader does, so pixels match what a training pipeline saw.
-    try:
-        return im.convert("RGB")
-    except ValueError as exc:
-        raise ImageLoadError(f"unsupported pixel mode {mode!r} ({_first_line(exc)})") from exc
-
-
-def _downscale(im: Image.Image, max_side: int) -> Image.Image:
-    """Shrink so the shorter side is ``max_side`` (never enlarge), keeping the aspect ratio."""
-    width, height = im.size
-    short = min(width, height)
-    if short <= max_side:
-        return im
-    scale = max_side / short
-    if width <= height:
-        size = (max_side, max(1, round(height * scale)))
-    else:
-        size = (max(1, round(width * scale)), max_side)
-    # BICUBIC in Pillow widens its kernel when shrinking, i.e. it is antialiased.
-    return im.resize(size, Image.Resampling.BICUBIC)
 
 
 # --------------------------------------------------------------------------------------------
