@@ -174,7 +174,7 @@ def scan(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files or folders (searched recursively) to audit. Give them before the options.", show_default=False)] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGES", help="Image files or folders (searched recursively) to audit. Not after --reference: its values run to the next option.", show_default=False)] = None,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
