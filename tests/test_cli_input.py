@@ -133,6 +133,8 @@ def test_expand_multi_value_options_unit() -> None:
     assert ex(["--reference=a", "b", "-q"], r) == ["--reference=a", "--reference", "b", "-q"]
     assert ex(["-r", "a", "--", "b"], r) == ["-r", "a", "--", "b"]
     assert ex(["--reference"], r) == ["--reference"]  # Click reports the missing value
+    assert ex(["-qr", "a", "b", "-e", "x"], r) == ["-qr", "a", "-r", "b", "-e", "x"]  # bundled short flags
+    assert ex(["-rq", "a"], r) == ["-rq", "a"]  # -r takes "q" as its value there (Click's rule); nothing to expand
 
 
 # ------------------------------------------------------------------ what a scan leaves out, end to end

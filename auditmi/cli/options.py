@@ -38,9 +38,11 @@ def expand_multi_value_options(args: Sequence[str], multi: Iterable[str]) -> lis
             continue
         current = None
         name, eq, _ = a.partition("=")
-        if a in names and i + 1 < len(args):
+        # ``-qr ref/``: bundled short flags ending with a multi-value option's letter.
+        bundled = "-" + a[-1] if len(a) > 2 and a[0] == "-" and a[1] != "-" and a[1:].isalpha() else ""
+        if (a in names or bundled in names) and i + 1 < len(args):
             out += [a, args[i + 1]]
-            current = a
+            current = a if a in names else bundled
             i += 2
             continue
         if eq and name.startswith("--") and name in names:
