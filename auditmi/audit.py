@@ -34,7 +34,7 @@ from auditmi.encoders import Encoder, load_encoder, resolve_device
 from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.discovery import Discovery, discover
+from auditmi.discovery import Discovery, Skipped, discover
 from auditmi.images import ImageLoadError, read_and_hash
 from auditmi.pipeline import FeatureSet, cache_key, compute_features
 from auditmi.report import SCHEMA_VERSION
@@ -298,8 +298,10 @@ class CalibrateOptions:
     workers: int | None = None
 
 
-def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path], list[str], list[str]]:
-    """Seeded member/non-member split that depends only on file contents (not names or order)."""
+def _split_by_hash(paths: list[Path], fraction: float, seed: int, unreadable: list[Skipped] | None = None,
+                   ) -> tuple[list[Path], list[Path], list[str], list[str]]:
+    """Seeded member/non-member split that depends only on file contents (not names or order);
+    files that cannot be read (or are not images) go to ``unreadable`` with the reason."""
     if not 0 < fraction < 1:
         raise InputError(f"--member-fraction must be between 0 and 1 (got {fraction}).")
     hashed = []
@@ -307,7 +309,9 @@ def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[
     for p in paths:
         try:
             _, h = read_and_hash(p)
-        except ImageLoadError:
+        except ImageLoadError as e:
+            if unreadable is not None:
+                unreadable.append(Skipped(p, e.reason))
             continue
         if h not in seen:  # a duplicate must not land on both sides
             seen.add(h)
@@ -326,6 +330,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cfg = ViewConfig(n_views=opts.views)
     out = Path(opts.out)
     shadow_meta: dict[str, Any]
+    unreadable: list[Skipped] = []  # shadow files refused before the split (not images, empty, too large)
     if opts.shadow_encoder:
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
@@ -336,7 +341,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         if not opts.shadow_data:
             raise InputError("give --shadow-data DIR (public images to pre-train a shadow encoder on) or --shadow-encoder SPEC with --members/--non-members.")
         allp = discover_images(opts.shadow_data, "shadow-data")
-        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed)
+        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed, unreadable)
         if len(mem_paths) < 8 or len(non_paths) < 8:
             raise InputError(f"calibration needs at least 16 distinct shadow images (found {len(mem_paths) + len(non_paths)}).")
         tensors, shas, skipped = load_training_images(mem_paths, opts.image_size, cfg)
@@ -364,7 +369,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cal = fit_calibration(mf.features, nf.features, cfg, kinds=opts.attacks, seed=opts.seed, heldout_fraction=opts.heldout_fraction,
                           attack_options=opts.attack_options,
                           meta={"shadow": shadow_meta, "command": command, "environment": environment(),
-                                "skipped": [{"path": str(s.path), "reason": s.reason} for s in mf.skipped + nf.skipped]})
+                                "skipped": [{"path": str(s.path), "reason": s.reason} for s in unreadable + mf.skipped + nf.skipped]})
     save_calibration(cal, out)
     return out, cal
 
