@@ -335,12 +335,15 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
         enc = load_encoder(opts.shadow_encoder, opts.device)
-        mem_paths, non_paths = discover_images(opts.members, "member"), discover_images(opts.non_members, "non-member")
+        md, nd = discover_set(opts.members, "member"), discover_set(opts.non_members, "non-member")
+        mem_paths, non_paths = md.images, nd.images
+        unreadable += md.unreadable + nd.unreadable
         shadow_meta = {"trained_by_auditmi": False, "encoder": enc.describe()}
     else:
         if not opts.shadow_data:
             raise InputError("give --shadow-data DIR (public images to pre-train a shadow encoder on) or --shadow-encoder SPEC with --members/--non-members.")
-        allp = discover_images(opts.shadow_data, "shadow-data")
+        sd = discover_set(opts.shadow_data, "shadow-data")
+        allp, unreadable = sd.images, list(sd.unreadable)
         mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed, unreadable)
         if len(mem_paths) < 8 or len(non_paths) < 8:
             raise InputError(f"calibration needs at least 16 distinct shadow images (found {len(mem_paths) + len(non_paths)}).")
@@ -384,8 +387,9 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = _features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members")
-    nf = _features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
+    md, nd = discover_set(members, "member"), discover_set(non_members, "non-member")
+    mf = _features(md.images, enc, cal.views, seed, batch_size, cache, workers, progress, "members")
+    nf = _features(nd.images, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
     _require_usable(mf, "member")
     _require_usable(nf, "non-member")
     x = np.concatenate([mf.features, nf.features])
@@ -407,6 +411,6 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
         "encoder": enc.describe(), "calibration": {"path": str(cal.path), "bundle_sha256": cal.sha256, "default_attack": cal.default_attack},
         "counts": {"members": mf.n, "non_members": nf.n, "skipped": len(mf.skipped) + len(nf.skipped)},
-        "skipped": [{"path": str(s.path), "reason": s.reason} for s in mf.skipped + nf.skipped],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in md.unreadable + nd.unreadable + mf.skipped + nf.skipped],
         "metrics": results, "config": {"views": cal.views.to_dict(), "seed": seed}, "environment": environment(),
     }

@@ -357,3 +357,27 @@ def test_read_only_cache_is_used_read_only_and_the_user_is_told(calibrated: Cali
     rep = json.loads((tmp_path / "second.json").read_text())
     assert rep["timing"]["from_cache"] == 5 and rep["aggregate"]["n_scored"] == 12
     assert sorted(cache.glob("features/*/shard-*.npz")) == shards  # nothing written
+
+
+def test_evaluate_lists_an_unreadable_subfolder_as_skipped(calibrated: Calibrated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    mem, non = tmp_path / "mem", tmp_path / "non"
+    make_noise_images(mem, 3, seed=21)
+    make_noise_images(non, 3, seed=22)
+    locked = non / "locked"
+    make_noise_images(locked, 1, seed=23)
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if Path(str(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    p = invoke_in_process("evaluate", "-e", calibrated.encoder, "-c", calibrated.bundle, "--members", mem, "--non-members", non,
+                          "--device", "cpu", "--no-cache", "--json", tmp_path / "e.json", "-q")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert {"path": str(locked), "reason": "folder not searched: permission denied"} in rep["skipped"]
+    assert rep["counts"]["non_members"] == 3
