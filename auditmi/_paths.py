@@ -25,7 +25,7 @@ def calibration_meta_path(path: str | Path) -> Path:
     return mp
 
 
-def precheck(paths: "list[Path] | tuple[Path, ...]" = (), calibration: str | Path | None = None) -> None:
+def precheck(paths: list[Path] | tuple[Path, ...] = (), calibration: str | Path | None = None) -> None:
     """Fail at once on a missing calibration bundle or image path (the same errors, with the same
     messages, as the full run would raise after importing torch)."""
     from auditmi.discovery import check_exists
@@ -56,7 +56,9 @@ def check_views(n_views: int | None) -> None:
     """``--views``: at least 2 (features compare pairs of views of an image)."""
     if n_views is None:
         return
-    if isinstance(n_views, bool) or not isinstance(n_views, int):
+    from auditmi.validate import is_int
+
+    if not is_int(n_views):
         raise InputError(f"the number of views must be an integer (got {n_views!r}).")
     if n_views < 2:
         raise InputError(f"--views must be at least 2 (got {n_views}): membership features compare pairs of views of the same image.")
@@ -151,18 +153,3 @@ def cap_workers(requested: int, per_worker_bytes: int = WORKER_MEMORY) -> tuple[
         return requested, None
     why = f"{cores} usable cores" + (f", {mem / 2**30:.1f} GiB memory available" if mem is not None else "")
     return cap, f"--workers {requested} lowered to {cap} ({why}; about {per_worker_bytes / 2**20:.0f} MiB per worker)."
-
-
-def check_destination(dest: str | Path | None, option: str) -> None:
-    """An output file named by ``option`` (``--json``, ``--html``): ``-`` (stdout) or a path that
-    is not a folder, in an existing folder. Checked before any work, so a typo costs nothing."""
-    if dest is None or str(dest) == "-":
-        return
-    if str(dest).strip() == "":
-        raise InputError(f"{option} was given an empty file name; give a file, or '-' for standard output.")
-    p = Path(dest).expanduser()
-    if p.is_dir():
-        raise InputError(f"cannot write {option} to {p}: it is a folder; give a file name, e.g. {p / 'report.json'}.")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"cannot write the report to {p}: folder {folder} does not exist.")

@@ -191,9 +191,7 @@ def _walk(root: Path, hidden: list[Path], unreadable: list[Skipped]) -> Iterable
                 is_file = entry.is_file(follow_symlinks=True)
             except OSError:
                 is_file = False
-            if is_file:
-                yield path, _is_supported(path)
-            elif entry.is_symlink() and not os.path.exists(path):
+            if is_file or entry.is_symlink() and not os.path.exists(path):
                 yield path, _is_supported(path)
             else:
                 yield path, False

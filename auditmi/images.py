@@ -43,11 +43,12 @@ from auditmi.discovery import (
 )
 from auditmi.errors import InputError
 from auditmi.pixels import ORIENTATION_TRANSPOSE, UnsupportedMode, downscale, exif_orientation, to_rgb
+from auditmi.validate import is_int
 
 __all__ = [
     "MAX_FILE_BYTES", "MAX_FILE_ENV", "MAX_PIXELS", "SUPPORTED_EXTENSIONS", "Discovery",
     "ImageLoadError", "LoadedImage", "Skipped", "check_exists", "decode", "discover",
-    "find_duplicates", "load_image", "load_many", "max_file_bytes", "read_and_hash",
+    "load_image", "load_many", "max_file_bytes", "read_and_hash",
 ]
 
 #: Decompression-bomb limit in pixels (width * height), Pillow's default ``MAX_IMAGE_PIXELS``.
@@ -306,7 +307,7 @@ def decode(data: bytes, max_side: int | None = None) -> tuple[np.ndarray, tuple[
 def _check_max_side(max_side: object) -> None:
     if max_side is None:
         return
-    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
+    if not is_int(max_side) or max_side < 1:
         raise InputError(
             f"max_side must be a positive whole number of pixels or None, got {max_side!r}."
         )
@@ -377,29 +378,3 @@ def load_many(
         if progress is not None:
             progress(done, total)
     return loaded, skipped
-
-
-def find_duplicates(
-    images: Sequence[LoadedImage] | Sequence[tuple[Path, str]],
-) -> list[list[Path]]:
-    """Group files with identical content (same SHA-256).
-
-    Identical copies would count the same image several times in an audit, inflating the
-    evidence; the caller decides whether to drop or merely report them.
-
-    Args:
-        images: :class:`LoadedImage` objects or ``(path, sha256)`` pairs.
-
-    Returns:
-        Groups of two or more paths sharing a hash; paths in each group sorted, groups sorted by
-        their first path.
-    """
-    by_hash: dict[str, list[Path]] = {}
-    for item in images:
-        if isinstance(item, LoadedImage):
-            path, digest = item.path, item.sha256
-        else:
-            path, digest = item
-        by_hash.setdefault(digest, []).append(Path(path))
-    groups = [sorted(paths) for paths in by_hash.values() if len(paths) >= 2]
-    return sorted(groups, key=lambda g: g[0])

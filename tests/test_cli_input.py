@@ -53,7 +53,9 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Replace the three jobs by functions that record their inputs and stop the command."""
     import typer
 
-    import auditmi.audit
+    import auditmi.jobs.calibrate
+    import auditmi.jobs.evaluate
+    import auditmi.jobs.scan
 
     seen: dict[str, Any] = {}
 
@@ -69,9 +71,9 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen.update(members=list(members), non_members=list(non_members))
         raise typer.Exit(0)
 
-    monkeypatch.setattr(auditmi.audit, "run_scan", scan)
-    monkeypatch.setattr(auditmi.audit, "run_calibrate", calibrate)
-    monkeypatch.setattr(auditmi.audit, "run_evaluate", evaluate)
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", scan)
+    monkeypatch.setattr(auditmi.jobs.calibrate, "run_calibrate", calibrate)
+    monkeypatch.setattr(auditmi.jobs.evaluate, "run_evaluate", evaluate)
     return seen
 
 
@@ -177,7 +179,7 @@ def test_scan_reports_ignored_files_and_skips_an_unreadable_subfolder(calibrated
 
 def test_too_many_workers_are_lowered_and_the_user_is_told(tmp_path: Path, fake_bundle: Path, recorder: dict,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import auditmi.audit
+    import auditmi.jobs.scan
     from auditmi._paths import usable_cores
 
     seen: dict[str, Any] = {}
@@ -188,7 +190,7 @@ def test_too_many_workers_are_lowered_and_the_user_is_told(tmp_path: Path, fake_
         seen["workers"] = opts.workers
         raise typer.Exit(0)
 
-    monkeypatch.setattr(auditmi.audit, "run_scan", scan)
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", scan)
     sus = tmp_path / "s"
     _pngs(sus, 1)
     p = invoke_in_process("scan", sus, "-e", "x", "-c", fake_bundle, "--workers", "999", "-q")
@@ -211,7 +213,7 @@ def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = root / "suspect"
     folder.mkdir()
     names = [b"clear\x1b[2J\x1b[Hscreen.png", b"bad\xff\xfe.png", "caf\u00e9.png".encode(), b"plain.png"]
-    for s, n in zip(src, names):
+    for s, n in zip(src, names, strict=True):
         shutil.copy(s, os.fsdecode(os.fsencode(folder) + b"/" + n))
     return folder
 
@@ -267,14 +269,14 @@ def test_stop_messages_tell_the_truth_about_the_cache(how: str, no_cache: bool, 
     import os
     import signal
 
-    import auditmi.audit
+    import auditmi.jobs.scan
 
     def stop(*a: Any, **k: Any) -> None:
         if how == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in this (main) thread
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(auditmi.audit, "run_scan", stop)
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", stop)
     sus = tmp_path / "s"
     _pngs(sus, 1)
     before = signal.getsignal(signal.SIGTERM)

@@ -13,6 +13,7 @@ import torch
 from auditmi.encoders import load_encoder
 from auditmi.encoders.base import MAX_INPUT_SIZE, validate_preprocessing
 from auditmi.errors import EXIT_ENCODER, EncoderUnavailableError
+
 from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
     Calibrated,
     assert_user_error,
@@ -22,6 +23,16 @@ from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
 )
 
 GOOD_MEAN, GOOD_STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+
+
+def _repinned_edit(ckpt: Path, key: str, value: object) -> None:
+    """A bad value in a correctly pinned encoder.json: what a buggy exporter (or a careless
+    re-pin) produces; only the value check can refuse it."""
+    from auditmi import bundle as B
+
+    cfg = json.loads((ckpt / "encoder.json").read_text())
+    cfg[key] = value
+    (ckpt / "encoder.json").write_text(json.dumps(B.pin(cfg, cfg["files"])))
 
 
 @pytest.mark.parametrize(
@@ -57,9 +68,7 @@ def test_validate_preprocessing_returns_clean_values() -> None:
 def test_local_checkpoint_with_bad_preprocessing_is_an_encoder_error(tiny_checkpoint: Path, tmp_path: Path, key: str, value: object) -> None:
     ckpt = tmp_path / "enc"
     shutil.copytree(tiny_checkpoint, ckpt)
-    cfg = json.loads((ckpt / "encoder.json").read_text())
-    cfg[key] = value
-    (ckpt / "encoder.json").write_text(json.dumps(cfg))
+    _repinned_edit(ckpt, key, value)
     with pytest.raises(EncoderUnavailableError, match=key) as ei:
         load_encoder(str(ckpt), "cpu")
     assert "encoder.json" in str(ei.value)
@@ -68,9 +77,7 @@ def test_local_checkpoint_with_bad_preprocessing_is_an_encoder_error(tiny_checkp
 def test_scan_with_a_bad_encoder_config_exits_4_and_does_not_blame_the_images(calibrated: Calibrated, tmp_path: Path) -> None:
     ckpt = tmp_path / "enc"
     shutil.copytree(calibrated.encoder, ckpt)
-    cfg = json.loads((ckpt / "encoder.json").read_text())
-    cfg["std"] = [0, 0, 0]
-    (ckpt / "encoder.json").write_text(json.dumps(cfg))
+    _repinned_edit(ckpt, "std", [0, 0, 0])
     imgs = tmp_path / "imgs"
     make_noise_images(imgs, 3, seed=1)
     p = invoke_in_process("scan", imgs, "-e", ckpt, "-c", calibrated.bundle, "--device", "cpu", "--no-cache")
@@ -136,13 +143,14 @@ def _fake_bundle(tmp_path: Path) -> Path:
 def test_torchscript_without_sidecar_warns_on_the_terminal(scripted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
 
-    import auditmi.audit
+    import auditmi.jobs.evaluate
+    import auditmi.jobs.scan
 
     def stop(*a: object, **k: object) -> None:
         raise typer.Exit(0)
 
-    monkeypatch.setattr(auditmi.audit, "run_scan", stop)
-    monkeypatch.setattr(auditmi.audit, "run_evaluate", stop)
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", stop)
+    monkeypatch.setattr(auditmi.jobs.evaluate, "run_evaluate", stop)
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     p = invoke_in_process("scan", imgs, "-e", scripted, "-c", _fake_bundle(tmp_path), "-q")

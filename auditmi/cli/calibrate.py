@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,7 +17,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 @handle_errors
 def calibrate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
-    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data (files and folders, every path up to the next option); split into shadow members/non-members.")] = None,
+    shadow_data: Annotated[list[Path] | None, typer.Option("--shadow-data", "-d", help="Public images like the target's training data (files and folders, every path up to the next option); split into shadow members/non-members.")] = None,
     arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
     epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
@@ -28,27 +28,17 @@ def calibrate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
-    shadow_encoder: Annotated[Optional[str], typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
-    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on (files and folders, every path up to the next option).")] = None,
-    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on (files and folders, every path up to the next option).")] = None,
+    shadow_encoder: Annotated[str | None, typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
+    members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on (files and folders, every path up to the next option).")] = None,
+    non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on (files and folders, every path up to the next option).")] = None,
     attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
-    import json
-
-    from auditmi._paths import (
-        check_batch_size,
-        check_destination,
-        check_device,
-        check_fraction,
-        check_positive,
-        check_views,
-        parse_attacks,
-        precheck,
-    )
+    from auditmi._io import check_destination
+    from auditmi._paths import check_batch_size, check_device, check_fraction, check_positive, check_views, parse_attacks, precheck
 
     # Everything that needs no torch is checked before importing it, so a typo fails at once.
     kinds = parse_attacks(attacks)
@@ -59,31 +49,30 @@ def calibrate(
     check_fraction("--member-fraction", member_fraction)
     check_positive("--classifier-epochs", vector_epochs)
     check_device(device)
-    check_destination(json_out, "--json")
+    if json_out is not None:
+        check_destination(json_out)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
-    from auditmi.audit import CalibrateOptions, run_calibrate
+    from auditmi.calibration import check_bundle_destination
     from auditmi.cli.options import encoder_assumptions
+    from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
+    from auditmi.report import calibrate_summary, write_json
 
-    for note in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
-        err.print(Text.assemble(("warning: ", "yellow"), note))
-
+    check_bundle_destination(out_dir)  # before the (long) shadow training
+    for warning in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
+        err.print(Text.assemble(("warning: ", "yellow"), warning))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),
                             attacks=kinds, optimizer=optimizer, lr=lr,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
-        path, cal = run_calibrate(opts, progress=cb, command=command_line())
-    summary = {"bundle": str(path), "default_attack": cal.default_attack,
-               "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
-               "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
+        result = run_calibrate(opts, progress=cb, command=command_line())
     if json_out:
-        from auditmi.report import write_json
-
-        write_json(json.loads(json.dumps(summary, default=lambda o: None)), json_out)  # atomic; '-' is stdout
+        write_json(calibrate_summary(result), json_out)
         if json_out == "-":
             return
-    t = Table(title=f"held-out shadow metrics ({cal.meta['n_heldout']} images; fitted on {cal.meta['n_fit']})")
+    cal = result.calibration
+    t = Table(title=f"held-out shadow metrics ({result.n_heldout} images; fitted on {result.n_fit})")
     for c in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
         t.add_column(c)
     for k, a in cal.attacks.items():
@@ -92,4 +81,4 @@ def calibrate(
         t.add_row(k + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
     out.print(t)
-    err.print(f"calibration bundle written to {path}")
+    err.print(f"calibration bundle written to {result.bundle}")

@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 from rich.text import Text
@@ -119,5 +120,3 @@ def run() -> None:
     _register()
     app()
 
-
-_register_done = False

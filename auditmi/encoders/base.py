@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from auditmi.bundle import sha256_file  # noqa: F401  (re-exported: encoders hash their weight files)
 from auditmi.errors import EncoderUnavailableError, InputError
+from auditmi.validate import is_finite_number, is_number
 
 #: Input sides an encoder may declare. Real encoders use 224-518 px; the upper bound keeps a
 #: mistyped config (``input_size: 6000``) from allocating tens of GB for the views, the lower
@@ -19,8 +20,10 @@ from auditmi.errors import EncoderUnavailableError, InputError
 MIN_INPUT_SIZE = 8
 MAX_INPUT_SIZE = 1024
 
+Triple = tuple[float, float, float]
 
-def validate_preprocessing(input_size: Any, mean: Any, std: Any, source: str = "the encoder config") -> tuple[int, tuple[float, float, float], tuple[float, float, float]]:
+
+def validate_preprocessing(input_size: Any, mean: Any, std: Any, source: str = "the encoder config") -> tuple[int, Triple, Triple]:
     """Check an encoder's declared input size and normalisation; every backend calls this.
 
     Args:
@@ -36,23 +39,21 @@ def validate_preprocessing(input_size: Any, mean: Any, std: Any, source: str = "
             encoder's configuration, not the images.
     """
     problems = []
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, float)) or input_size != int(input_size):
+    if not is_number(input_size) or not float(input_size).is_integer():
         problems.append(f"input_size must be a whole number of pixels (got {input_size!r})")
     elif not MIN_INPUT_SIZE <= int(input_size) <= MAX_INPUT_SIZE:
         problems.append(f"input_size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels (got {input_size!r})")
-    triples = {}
+    triples: dict[str, Triple] = {}
     for name, v in (("mean", mean), ("std", std)):
-        ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-        if not ok:
-            problems.append(f"{name} must be three finite numbers, one per RGB channel (got {v!r})")
+        if isinstance(v, (list, tuple)) and len(v) == 3 and all(is_finite_number(x) for x in v):
+            triples[name] = (float(v[0]), float(v[1]), float(v[2]))
         else:
-            triples[name] = tuple(float(x) for x in v)
+            problems.append(f"{name} must be three finite numbers, one per RGB channel (got {v!r})")
     if "std" in triples and min(triples["std"]) <= 0:
         problems.append(f"std must be positive in every channel (got {list(std)}): the encoder's inputs would be divided by zero")
     if problems:
         raise EncoderUnavailableError(f"{source} is invalid: " + "; ".join(problems) + ". Fix it, or re-export the encoder.")
-    return int(input_size), triples["mean"], triples["std"]  # type: ignore[return-value]
+    return int(input_size), triples["mean"], triples["std"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -68,15 +69,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as e:
         raise InputError(f"invalid --device {device!r}: {e}. Use auto, cpu or cuda.") from e
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:
