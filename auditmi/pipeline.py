@@ -242,9 +242,11 @@ def compute_features(
     t_start = time.perf_counter()
     paths = list(paths)
     n_views = view_cfg.n_views
-    bs = default_batch_size(encoder) if batch_size is None else batch_size  # not `or`: 0 must be refused, not replaced
+    bs = (encoder.batch_size or default_batch_size(encoder)) if batch_size is None else batch_size  # not `or`: 0 is refused
     check_batch_size(bs)
     check_workers(num_workers)
+    if encoder.preflight is not None:  # e.g. an HTTP encoder's query budget: refuse before any work
+        encoder.preflight(len(paths), n_views, bs)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
     workers, cap_note = cap_workers(workers, worker_memory(encoder, bs))
     cached = cache.load() if cache is not None else {}
@@ -252,7 +254,7 @@ def compute_features(
     # processes can be forked (the encoder is shared, not pickled), embed them too with one
     # thread each; on a GPU they only decode and rendering runs batched on the device.
     fork = _fork_available()
-    if encoder.device.type == "cpu" and fork:
+    if encoder.device.type == "cpu" and fork and not encoder.remote:
         # No more workers than chunks of images; a lone single-threaded worker would be slower
         # than this process using every core, so that case runs here.
         workers = min(workers, -(-len(paths) // max(1, bs // n_views)))
@@ -261,7 +263,7 @@ def compute_features(
     elif len(paths) < 64:
         workers = min(workers, 1)
     cpu = encoder.device.type == "cpu" and workers > 0
-    parallel_embed = cpu and fork
+    parallel_embed = cpu and fork and not encoder.remote  # a remote encoder keeps one client in this process
     render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if cpu else None
     if render is not None:
         # Import torchvision's roi_align once here: forked workers inherit it instead of each

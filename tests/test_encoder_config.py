@@ -162,3 +162,14 @@ def test_torchscript_without_sidecar_warns_on_the_terminal(scripted: Path, tmp_p
     (scripted.parent / "enc.pt.json").write_text('{"input_size": 32}')
     p = invoke_in_process("scan", imgs, "-e", scripted, "-c", _fake_bundle(tmp_path), "-q")
     assert "sidecar" not in p.stderr
+
+
+def test_torch_export_file_without_sidecar_warns_too(tmp_path: Path) -> None:
+    from auditmi.cli.options import encoder_assumptions
+
+    f = tmp_path / "enc.pt2"
+    f.write_bytes(b"not loaded here")
+    assert any("has no sidecar enc.pt2.json" in n for n in encoder_assumptions(str(f)))
+    (tmp_path / "enc.pt2.json").write_text('{"input_size": 32}')
+    assert encoder_assumptions(str(f)) == []
+    assert encoder_assumptions("clip-vit-b32") == [] and encoder_assumptions("no-such-spec") == []

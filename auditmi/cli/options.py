@@ -94,7 +94,7 @@ class AuditmiGroup(TyperGroup):
 def encoder_assumptions(spec: str) -> list[str]:
     """Warnings about what auditmi must assume to use the encoder ``spec`` (empty when nothing).
 
-    A TorchScript file without a sidecar is used with 224 px inputs and ImageNet normalisation;
+    A TorchScript or torch.export file without a sidecar is used with 224 px inputs and ImageNet normalisation;
     the user must hear that before the scan, not find it in the report afterwards. An unknown spec
     gives no warning here: loading it fails with the full message.
     """
@@ -105,7 +105,7 @@ def encoder_assumptions(spec: str) -> list[str]:
         backend, name, _ = parse_spec(spec)
     except EncoderUnavailableError:
         return []
-    if backend != "torchscript":
+    if backend not in ("torchscript", "export"):  # the two backends that read a sidecar
         return []
     from auditmi.encoders.torchscript import missing_sidecar_note
 

@@ -121,7 +121,7 @@ def _finite(x: float | None) -> float | None:
 @app.command()
 @handle_errors
 def scan(
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, open_clip:MODEL@/weights, an auditmi checkpoint folder, or a TorchScript file.")],
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, timm:NAME or timm:DIR, hf:REPO_ID or hf:DIR, http:CONFIG.toml or http:URL, a torch.export FILE.pt2, an auditmi checkpoint folder, or a TorchScript file (`auditmi encoders --all` lists them with examples).")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
     reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Images known NOT to be in the training data: files and folders, every path up to the next option (so reference/*.png works). Enables the rank test, per-image p-values and the shift check.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
@@ -164,6 +164,10 @@ def scan(
         check_destination(dest)  # before any work: a typo must not cost a whole scan
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
+    if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
+        from auditmi.cli.encoders import http_preflight
+
+        http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
     tr = read_truth(truth) if truth else None
     if not no_cache:
         from auditmi.cache import read_only_note
