@@ -19,6 +19,7 @@ import torch
 from auditmi.cache import FeatureCache
 from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
+from auditmi.errors import InputError
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SIGNAL_ALGORITHM, SignalSet, compute_signals, n_raw, summaries
 from auditmi.stats import ReferenceThreshold, reference_threshold
@@ -174,11 +175,22 @@ class RStep:
     used: ScoreUsed
 
 
-def encodermi_r_step(suspect_paths: Sequence[Path], reference_paths: Sequence[Path], encoder: Encoder, shadows: ShadowSet,
+def encodermi_r_step(suspect_rows: Sequence[Any], reference_rows: Sequence[Any], encoder: Encoder, shadows: ShadowSet,
                      views: ViewConfig, seed: int, cache_root: Path | None, fpr: float, progress: Progress | None = None) -> RStep:
-    """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``."""
+    """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``.
+
+    Rows are the scan's image rows (``.path``). Reference images every shadow trained on are left
+    out (``reference_kept``; listed in the score section); a suspect every shadow trained on is
+    refused with the reason, since its difficulty cannot be estimated.
+    """
+    suspect_paths, reference_paths = [x.path for x in suspect_rows], [x.path for x in reference_rows]
     r = run_encodermi_r(suspect_paths, reference_paths, encoder, shadows, views, seed, cache_root, progress)
     cs = r.scores
+    if not cs.suspect_kept.all():
+        bad = [str(p) for p, k in zip(r.suspects.paths, cs.suspect_kept, strict=True) if not k]
+        raise InputError(f"{len(bad)} suspect image(s) were training images of every shadow encoder of the calibration, so their "
+                         f"difficulty cannot be estimated: {', '.join(bad[:5])}. Remove them from the suspects, or calibrate with "
+                         "public images that do not include them.")
 
     def kept(paths: Sequence[Path], ss: SignalSet, keep: np.ndarray) -> np.ndarray:
         ok = {p for p, k in zip(ss.paths, keep, strict=True) if k}

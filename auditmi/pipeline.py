@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from auditmi._paths import WORKER_MEMORY, cap_workers, check_batch_size, check_workers
 from auditmi.cache import FeatureCache
 from auditmi.descriptors import STAT_NAMES, image_statistics
 from auditmi.encoders.base import Encoder
-from auditmi.errors import InputError
 from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
 from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
@@ -62,6 +62,7 @@ class FeatureSet:
     duplicates: list[list[Path]]
     n_from_cache: int = 0
     timing: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. why fewer workers ran than were asked for
 
     @property
     def n(self) -> int:
@@ -174,6 +175,12 @@ def default_workers(device: torch.device | str = "cuda") -> int:
     return min(32, n) if (torch.device(device).type == "cpu" and _fork_available()) else min(8, n - 1)
 
 
+def worker_memory(encoder: Encoder, batch_size: int) -> int:
+    """Rough memory of one worker: a base amount plus its rendered views and their activations
+    (about 8 float copies of a batch of inputs; a small encoder's weights are shared by fork)."""
+    return WORKER_MEMORY + batch_size * 3 * encoder.input_size**2 * 4 * 8
+
+
 class _Embedder:
     """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
 
@@ -241,13 +248,12 @@ def compute_features(
     paths = list(paths)
     n_views = view_cfg.n_views
     bs = (encoder.batch_size or default_batch_size(encoder)) if batch_size is None else batch_size  # not `or`: 0 is refused
-    if bs < 1:
-        raise InputError(f"--batch-size must be positive (got {bs}).")
+    check_batch_size(bs)
+    check_workers(num_workers)
     if encoder.preflight is not None:  # e.g. an HTTP encoder's query budget: refuse before any work
         encoder.preflight(len(paths), n_views, bs)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
-    if workers < 0:
-        raise InputError(f"--workers must be 0 or more (got {workers}).")
+    workers, cap_note = cap_workers(workers, worker_memory(encoder, bs))
     cached = cache.load() if cache is not None else {}
     # On a CPU encoder the workers render the views (batched over a chunk of images) and, where
     # processes can be forked (the encoder is shared, not pickled), embed them too with one
@@ -367,6 +373,7 @@ def compute_features(
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
+        notes=[cap_note] if cap_note else [],
         timing={"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
                 "encode_in_workers": float(parallel_embed), "views_encoded": float((len(rows) - n_from_cache) * n_views),
                 "batch_size": float(embedder.bs), "workers": float(workers)},

@@ -36,6 +36,7 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
     """The scan report document of ``result`` (``command``: the command line, for provenance)."""
     v, st, thr, cal, cfg = result.verdict, result.statistics, result.threshold, result.calibration, result.config
     n = len(result.images)
+    n_tested = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates  # duplicates count once
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
@@ -45,9 +46,10 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
         "verdict": {"label": v.label.value, "reason": v.reason, "test": v.test.value,
                     "p_value": None if v.p_value is None else float(v.p_value), "alpha": v.alpha},
         "aggregate": {
-            "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" for s in result.skipped),
+            "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" and not s.folder for s in result.skipped),
             "n_duplicates": result.n_duplicates,
-            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n, "mean_score": result.mean_score,
+            "n_distinct": n_tested,
+            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n_tested, "mean_score": result.mean_score,
             "decision_threshold": float(thr.value) if np.isfinite(thr.value) else float(np.finfo(np.float64).max),
             "threshold_kind": thr.kind,
             "expected_fpr": thr.expected_fpr, "calibrated_tpr": thr.calibrated_tpr,
@@ -64,9 +66,15 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
                    for r in result.images],
         "reference": None if result.reference is None else {
             "paths_root": list(result.reference.roots), "n_images": result.reference.n_images,
-            "n_skipped": result.reference.n_skipped, "scores": list(result.reference.scores)},
+            "n_skipped": result.reference.n_skipped, "n_distinct": result.reference.n_distinct,
+            "scores": list(result.reference.scores)},
         "skipped": [{"path": str(s.path), "reason": s.reason, "set": s.set} for s in result.skipped],
+        "ignored": [{"set": i.set, "reason": i.reason, "count": i.count} for i in result.ignored],
         "duplicates": [[str(p) for p in g] for g in result.duplicates],
+        "overlap": None if result.overlap is None else {
+            "n_excluded": len(result.overlap.paths), "n_same_file": result.overlap.n_same_file,
+            "n_same_content": result.overlap.n_same_content, "paths": [str(p) for p in result.overlap.paths],
+            "reason": result.overlap.reason},
         "encoder": result.encoder,
         "calibration": {"path": str(cal.path), "bundle_sha256": cal.bundle_sha256, "attack": cal.attack, "attack_name": cal.attack_name,
                         "default_attack": cal.default_attack, "held_out_metrics": cal.held_out_metrics, "roc": cal.roc,

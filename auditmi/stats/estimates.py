@@ -259,7 +259,11 @@ def bootstrap_ci(
 
 
 def binomial_sample_size(flag_rate: float, fpr: float, alpha: float, power: float = 0.8) -> int | None:
-    """Smallest n at which a one-sided binomial test of ``fpr`` rejects with the given power."""
+    """Smallest n at which a one-sided binomial test of ``fpr`` rejects with the given power.
+
+    ``flag_rate`` is the true flag rate of the suspects; None when it does not exceed ``fpr``
+    (no sample size reaches significance) or more than a million images would be needed.
+    """
     if not (0 <= fpr < flag_rate <= 1):
         return None
     n = 1
