@@ -209,9 +209,13 @@ def save_calibration(cal: Calibration, path: str | Path, extra_files: Mapping[st
 KEEP = ("shadow-encoder", "shadows")
 
 
+#: Data files a bundle may hold for EncoderMI-R's shadow encoders (auditmi.shadow_set, at most 64).
+SHADOW_FILES = tuple(f"shadow-{k}.safetensors" for k in range(64))
+
+
 def check_bundle_destination(path: str | Path) -> None:
     """Raise InputError now if a calibration bundle cannot be written to ``path`` (run it before any work)."""
-    check_folder_destination(path, (META_NAME, ARRAYS_NAME), "calibration bundle", KEEP)
+    check_folder_destination(path, (META_NAME, ARRAYS_NAME, *SHADOW_FILES), "calibration bundle", KEEP)
 
 
 _RESERVED = {"format", "schema_version", "auditmi_version", "views", "features", "attacks", "files", "default_attack", PIN_KEY}
