@@ -72,27 +72,35 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        p = self.paths[i]
-        try:
-            data, sha = read_and_hash(p)
-            if sha in self.cached:
-                return {"i": i, "sha": sha, "cached": True}
-            pixels, size = decode(data, self.max_side)
-        except ImageLoadError as e:
-            return {"i": i, "error": e.reason}
-        except Exception as e:  # a decoder bug must skip one file, never stop the scan
-            return {"i": i, "error": f"unexpected error while reading the image ({type(e).__name__}: {e})"}
-        h, w = pixels.shape[:2]
-        item = {
-            "i": i,
-            "sha": sha,
-            "cached": False,
-            "size": size,
-            "stats": image_statistics(pixels, size),
-            "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
-            "params": params_for_image(h, w, sha, self.seed, self.cfg),
-        }
-        return item
+        return decode_item(self.paths[i], i, self.cached, self.max_side, self.seed, self.cfg)
+
+
+def decode_item(path: Path, i: int, cached: frozenset[str] | set[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, Any]:
+    """Read, hash, decode and downscale one image, sample its view parameters and statistics.
+
+    Returns a dict with ``i`` and either ``error`` (the skip reason), ``cached=True`` (its sha256
+    is in ``cached``: nothing decoded), or ``pixels`` (3, H, W) uint8, ``params``, ``stats``,
+    ``size`` (original width, height) and ``sha``. Used by every engine.
+    """
+    try:
+        data, sha = read_and_hash(path)
+        if sha in cached:
+            return {"i": i, "sha": sha, "cached": True}
+        pixels, size = decode(data, max_side)
+    except ImageLoadError as e:
+        return {"i": i, "error": e.reason}
+    except Exception as e:  # a decoder bug must skip one file, never stop the scan
+        return {"i": i, "error": f"unexpected error while reading the image ({type(e).__name__}: {e})"}
+    h, w = pixels.shape[:2]
+    return {
+        "i": i,
+        "sha": sha,
+        "cached": False,
+        "size": size,
+        "stats": image_statistics(pixels, size),
+        "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
+        "params": params_for_image(h, w, sha, seed, cfg),
+    }
 
 
 class _RenderCollate:
@@ -163,7 +171,7 @@ def default_workers(device: torch.device | str = "cuda") -> int:
     return min(32, n) if (torch.device(device).type == "cpu" and _fork_available()) else min(8, n - 1)
 
 
-class _Embedder:
+class Embedder:
     """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
 
     def __init__(self, encoder: Encoder, batch_size: int) -> None:
@@ -270,7 +278,7 @@ def compute_features(
         # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
         multiprocessing_context="fork" if parallel_embed else None,
     )
-    embedder = _Embedder(encoder, bs)
+    embedder = Embedder(encoder, bs)
     images_per_pass = max(1, bs // n_views)
     by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
     info: dict[int, tuple[str, tuple[int, int] | None]] = {}
@@ -290,12 +298,7 @@ def compute_features(
             emb = embedder.encode(torch.cat([it["views"] for it in pending])).view(len(pending), n_views, -1)
             feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         else:
-            imgs, _ = pad_batch([it["pixels"] for it in pending])
-            params = ViewParams.cat([it["params"] for it in pending])
-            if encoder.device.type == "cuda":
-                imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
-            emb = embedder(imgs, params).view(len(pending), n_views, -1)
-            feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+            feats = embed_decoded([it["pixels"] for it in pending], [it["params"] for it in pending], embedder, n_views)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
         for s, f, st in zip(shas, feats, stats):
@@ -328,6 +331,32 @@ def compute_features(
             progress(done, len(paths))
     flush()
 
+    total = time.perf_counter() - t_start
+    return assemble(paths, info, by_sha, skipped, n_from_cache, n_views,
+                    {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
+                     "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * n_views),
+                     "batch_size": float(embedder.bs), "workers": float(workers)})
+
+
+def embed_decoded(pixels: Sequence[torch.Tensor], params: Sequence[ViewParams], embedder: Embedder, n_views: int) -> np.ndarray:
+    """Membership features (float32, one row per image) of decoded images: render their views
+    on the encoder's device and embed them (see :class:`Embedder`). Used by every engine."""
+    imgs, _ = pad_batch(list(pixels))
+    cat = ViewParams.cat(list(params))
+    if embedder.enc.device.type == "cuda":
+        imgs = imgs.pin_memory().to(embedder.enc.device, non_blocking=True)
+    emb = embedder(imgs, cat).view(len(pixels), n_views, -1)
+    return pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+
+
+def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] | None]], by_sha: dict[str, tuple[np.ndarray, np.ndarray]],
+             skipped: list[Skipped], n_from_cache: int, n_views: int, timing: dict[str, float]) -> FeatureSet:
+    """The FeatureSet of a finished run, in the order of ``paths``.
+
+    ``info`` maps the index of each usable image to (sha256, original size or None when it came
+    from the cache); ``by_sha`` holds the features and statistics of every sha256. Used by every
+    engine, so row order, duplicate groups and counts cannot differ between them.
+    """
     rows: list[ImageRow] = []
     feats_l: list[np.ndarray] = []
     stats_l: list[np.ndarray] = []
@@ -340,7 +369,6 @@ def compute_features(
         stats_l.append(st)
         groups.setdefault(sha, []).append(paths[i])
     nf = n_features(n_views)
-    total = time.perf_counter() - t_start
     return FeatureSet(
         rows=rows,
         features=np.stack(feats_l) if feats_l else np.zeros((0, nf), np.float32),
@@ -348,9 +376,7 @@ def compute_features(
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
-        timing={"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
-                "encode_in_workers": float(parallel_embed), "views_encoded": float((len(rows) - n_from_cache) * n_views),
-                "batch_size": float(embedder.bs), "workers": float(workers)},
+        timing=timing,
     )
 
 
