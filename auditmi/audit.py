@@ -32,10 +32,11 @@ from auditmi.cache import FeatureCache, default_cache_dir
 from auditmi.calibration import Calibration, fit_calibration, load_calibration, save_calibration
 from auditmi.encoders import Encoder, load_encoder, resolve_device
 from auditmi.encoders.local import load_local
+from auditmi.engines import compute_features
 from auditmi.errors import InputError
 from auditmi.features import feature_config
 from auditmi.images import ImageLoadError, discover, read_and_hash
-from auditmi.pipeline import FeatureSet, cache_key, compute_features
+from auditmi.pipeline import FeatureSet, cache_key
 from auditmi.report import SCHEMA_VERSION
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 from auditmi.shift import shift_check
@@ -68,6 +69,8 @@ class ScanOptions:
     use_cache: bool = True
     workers: int | None = None
     amp: bool = True
+    engine: str = "local"  # local or ray (auditmi.engines)
+    parquet: str | Path | None = None  # also write one row per image to this Parquet file
 
 
 def environment() -> dict[str, Any]:
@@ -97,9 +100,10 @@ def discover_images(paths: Sequence[str | Path], what: str) -> list[Path]:
 
 
 def _features(paths: list[Path], enc: Encoder, cfg: ViewConfig, opts_seed: int, batch_size: int | None, cache: FeatureCache | None,
-              workers: int | None, progress: Progress | None, stage: str) -> FeatureSet:
+              workers: int | None, progress: Progress | None, stage: str, engine: str = "local", device: str = "auto") -> FeatureSet:
     cb = (lambda d, t: progress(stage, d, t)) if progress else None
-    return compute_features(paths, enc, cfg, seed=opts_seed, batch_size=batch_size, cache=cache, num_workers=workers, progress=cb)
+    return compute_features(paths, enc, cfg, seed=opts_seed, batch_size=batch_size, cache=cache, num_workers=workers, progress=cb,
+                            engine=engine, device=device)
 
 
 def _require_usable(fs: FeatureSet, what: str) -> None:
@@ -137,9 +141,9 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     enc = load_encoder(opts.encoder, opts.device, amp=opts.amp)
     cache = FeatureCache(opts.cache_dir or default_cache_dir(), cache_key(enc, cfg, opts.seed)) if opts.use_cache else None
 
-    fs = _features(suspects, enc, cfg, opts.seed, opts.batch_size, cache, opts.workers, progress, "suspect")
+    fs = _features(suspects, enc, cfg, opts.seed, opts.batch_size, cache, opts.workers, progress, "suspect", opts.engine, opts.device)
     _require_usable(fs, "suspect")
-    rs = _features(refs, enc, cfg, opts.seed, opts.batch_size, cache, opts.workers, progress, "reference") if refs else None
+    rs = _features(refs, enc, cfg, opts.seed, opts.batch_size, cache, opts.workers, progress, "reference", opts.engine, opts.device) if refs else None
     if rs is not None:
         _require_usable(rs, "reference")
 
@@ -205,6 +209,10 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
             "p_value": float(pvals[i]) if pvals is not None else None,
             "bh_flag": bool(bh[i]) if bh is not None else None,
         })
+    if opts.parquet is not None:
+        from auditmi.parquet import write_image_table
+
+        write_image_table(opts.parquet, image_rows, fs, feature_config(cfg.n_views))
     skipped = [{"path": str(s.path), "reason": s.reason, "set": "suspect"} for s in fs.skipped]
     if rs is not None:
         skipped += [{"path": str(s.path), "reason": s.reason, "set": "reference"} for s in rs.skipped]
@@ -241,7 +249,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
                         "shadow": cal.meta.get("shadow")},
         "config": {"views": cfg.to_dict(), "features": feature_config(cfg.n_views), "seed": opts.seed,
                    "batch_size": int(fs.timing.get("batch_size", 0)), "device": str(enc.device), "fpr": opts.fpr, "fdr": opts.fdr,
-                   "alpha": opts.alpha, "cache": str(cache.dir) if cache else None},
+                   "alpha": opts.alpha, "cache": str(cache.dir) if cache else None, "engine": opts.engine},
         "environment": environment(),
         "timing": {"started": t0.isoformat(timespec="seconds"), "seconds": (t1 - t0).total_seconds(),
                    "suspect": fs.timing, "reference": rs.timing if rs else None,
@@ -278,6 +286,7 @@ class CalibrateOptions:
     temperature: float = 0.5
     feature_batch_size: int | None = None
     workers: int | None = None
+    engine: str = "local"
 
 
 def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path], list[str], list[str]]:
@@ -336,8 +345,8 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
         shadow_meta = {"trained_by_auditmi": True, "encoder": enc.describe(), "training": tcfg.to_dict(), "checkpoint": str(final),
                        "member_sha256": mem_h, "non_member_sha256": non_h,
                        "skipped_members": [{"path": str(s.path), "reason": s.reason} for s in skipped]}
-    mf = _features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members")
-    nf = _features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members")
+    mf = _features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members", opts.engine, opts.device)
+    nf = _features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members", opts.engine, opts.device)
     if shadow_meta.get("trained_by_auditmi"):
         # Record only images that were actually used: the split hashes raw bytes, so an unreadable
         # file (listed under "skipped") would otherwise appear as a shadow member or non-member.
@@ -356,13 +365,14 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
 
 def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | Path], non_members: Sequence[str | Path],
                  seed: int = 0, device: str = "auto", batch_size: int | None = None, cache_dir: str | Path | None = None,
-                 use_cache: bool = True, progress: Progress | None = None, command: str = "", workers: int | None = None) -> dict[str, Any]:
+                 use_cache: bool = True, progress: Progress | None = None, command: str = "", workers: int | None = None,
+                 engine: str = "local") -> dict[str, Any]:
     """Per-classifier metrics on images whose membership the user knows (model builders)."""
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = _features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members")
-    nf = _features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
+    mf = _features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
+    nf = _features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members", engine, device)
     _require_usable(mf, "member")
     _require_usable(nf, "non-member")
     x = np.concatenate([mf.features, nf.features])

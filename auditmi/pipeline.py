@@ -75,17 +75,27 @@ class _Decode(torch.utils.data.Dataset):
         return decode_item(self.paths[i], i, self.cached, self.max_side, self.seed, self.cfg)
 
 
-def decode_item(path: Path, i: int, cached: frozenset[str] | set[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, Any]:
-    """Read, hash, decode and downscale one image, sample its view parameters and statistics.
+def read_file(path: Path) -> tuple[bytes, str, str]:
+    """Read and hash one file: ``(data, sha256, "")``, or ``(b"", "", skip reason)`` when it cannot be read."""
+    try:
+        data, sha = read_and_hash(path)
+    except ImageLoadError as e:
+        return b"", "", e.reason
+    except Exception as e:  # a reader bug must skip one file, never stop the scan
+        return b"", "", f"unexpected error while reading the image ({type(e).__name__}: {e})"
+    return data, sha, ""
+
+
+def decode_data(data: bytes, sha: str, i: int, cached: frozenset[str] | set[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, Any]:
+    """Decode and downscale one image's bytes, sample its view parameters and statistics.
 
     Returns a dict with ``i`` and either ``error`` (the skip reason), ``cached=True`` (its sha256
     is in ``cached``: nothing decoded), or ``pixels`` (3, H, W) uint8, ``params``, ``stats``,
     ``size`` (original width, height) and ``sha``. Used by every engine.
     """
+    if sha in cached:
+        return {"i": i, "sha": sha, "cached": True}
     try:
-        data, sha = read_and_hash(path)
-        if sha in cached:
-            return {"i": i, "sha": sha, "cached": True}
         pixels, size = decode(data, max_side)
     except ImageLoadError as e:
         return {"i": i, "error": e.reason}
@@ -101,6 +111,14 @@ def decode_item(path: Path, i: int, cached: frozenset[str] | set[str], max_side:
         "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
         "params": params_for_image(h, w, sha, seed, cfg),
     }
+
+
+def decode_item(path: Path, i: int, cached: frozenset[str] | set[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, Any]:
+    """:func:`read_file` then :func:`decode_data` (read errors become ``error``)."""
+    data, sha, error = read_file(path)
+    if error:
+        return {"i": i, "error": error}
+    return decode_data(data, sha, i, cached, max_side, seed, cfg)
 
 
 class _RenderCollate:
@@ -151,9 +169,11 @@ def _fork_available() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-def default_batch_size(encoder: Encoder) -> int:
-    """Views per encoder pass: large on GPU (halved automatically on out-of-memory), modest on CPU."""
-    if encoder.device.type == "cuda":
+def default_batch_size(encoder: Encoder, device_type: str | None = None) -> int:
+    """Views per encoder pass: large on GPU (halved automatically on out-of-memory), modest on CPU.
+
+    ``device_type`` (cpu or cuda): where the encoder will run, when not on ``encoder.device``."""
+    if (device_type or encoder.device.type) == "cuda":
         return 1024 if encoder.input_size <= 64 else 512
     return 256 if encoder.input_size <= 64 else 40
 

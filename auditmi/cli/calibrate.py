@@ -34,12 +34,15 @@ def calibrate(
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Where the feature stage runs: local or ray (see `auditmi scan --help`); shadow pre-training stays local.")] = "local",
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
     import json
 
     from auditmi._paths import precheck
+    from auditmi.engines import check_engine
 
+    check_engine(engine)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
     from auditmi.audit import CalibrateOptions, run_calibrate
 
@@ -47,7 +50,7 @@ def calibrate(
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),
-                            attacks=kinds, optimizer=optimizer, lr=lr,
+                            attacks=kinds, optimizer=optimizer, lr=lr, engine=engine,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
         path, cal = run_calibrate(opts, progress=cb, command=command_line())

@@ -26,17 +26,22 @@ def evaluate(
     no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
     json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local or ray (see `auditmi scan --help`).")] = "local",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (local) or embedding actors (ray); default: chosen for the machine.")] = None,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""
     from auditmi._paths import precheck
+    from auditmi.engines import check_engine
 
+    check_engine(engine)
     precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
     from auditmi.audit import run_evaluate
     from auditmi.report import write_json
 
     with progress_bar(not quiet) as cb:
         rep = run_evaluate(encoder, calibration, members, non_members, seed=seed, device=device, batch_size=batch_size,
-                           cache_dir=cache_dir, use_cache=not no_cache, progress=cb, command=command_line())
+                           cache_dir=cache_dir, use_cache=not no_cache, progress=cb, command=command_line(),
+                           workers=workers, engine=engine)
     if json_out:
         write_json(rep, json_out)
         if json_out == "-":

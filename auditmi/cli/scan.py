@@ -169,18 +169,25 @@ def scan(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
+    engine: Annotated[str, typer.Option("--engine", help="local (this machine) or ray (the Ray cluster at $RAY_ADDRESS, else a Ray started here; needs auditmi[ray]). With ray, --workers is the number of embedding actors and --cache must be a folder every node sees.")] = "local",
+    parquet: Annotated[Optional[Path], typer.Option("--parquet", help="Also write one row per scored image (path, sha256, score, p-value, flags, features, image statistics) to this Parquet file (needs pyarrow).")] = None,
+    max_report_images: Annotated[int, typer.Option("--max-report-images", help="Most images listed in the JSON/HTML report (the highest scores); the aggregate always covers every image, --parquet lists them all.")] = 10_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
     from auditmi._paths import check_rates, precheck
+    from auditmi.engines import check_engine
 
     check_rates(fpr, fdr, alpha)
+    check_engine(engine)
+    if max_report_images < 0:
+        raise InputError(f"--max-report-images must be 0 or more (got {max_report_images}).")
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
     tr = read_truth(truth) if truth else None
-    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []):
+    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []) + ([parquet] if parquet else []):
         if not dest.parent.is_dir():
             raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
     from auditmi.audit import ScanOptions, run_scan
@@ -188,7 +195,7 @@ def scan(
 
     opts = ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                        seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
-                       use_cache=not no_cache, workers=workers)
+                       use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet)
     with progress_bar(not quiet) as cb:
         report = run_scan(images, opts, progress=cb, command=command_line())
     if tr is not None:
@@ -197,6 +204,9 @@ def scan(
         except InputError as e:  # the scan itself is fine: report it, without the comparison
             report["truth"] = {"error": str(e)}
             err.print(Text.assemble(("warning: ", "yellow"), f"{e} The report is written without the truth comparison."))
+    from auditmi.parquet import cap_image_list
+
+    cap_image_list(report, max_report_images, parquet)  # after --truth, which compares every image
     try:
         validate_report(report)
     except InvalidReportError as e:
