@@ -181,14 +181,29 @@ class _EmbedActor:
 
 
 def _cause(e: BaseException) -> AuditmiError | None:
-    """The auditmi error behind a Ray task/actor error (Ray wraps remote exceptions)."""
-    seen = 0
+    """The auditmi error behind a Ray task or actor error.
+
+    Ray wraps remote exceptions (``RayTaskError.cause``); an actor that died in its constructor
+    comes back as an ``ActorDiedError`` that keeps only the remote traceback's text, so the
+    error is rebuilt from its last ``auditmi.errors.<Type>: message`` line.
+    """
+    import re
+
+    from auditmi import errors
+
     cur: BaseException | None = e
-    while cur is not None and seen < 10:
+    for _ in range(10):
+        if cur is None:
+            break
         if isinstance(cur, AuditmiError):
             return cur
-        cur = getattr(cur, "cause", None) or cur.__cause__
-        seen += 1
+        cur = getattr(cur, "cause", None) or cur.__cause__ or cur.__context__
+    found = re.findall(r"auditmi\.errors\.(\w+): (.+)", str(e))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, AuditmiError):
+            return cls(message.strip())
     return None
 
 
