@@ -18,8 +18,7 @@ import numpy as np
 from auditmi import __version__
 from auditmi._io import atomic_write
 from auditmi.errors import InputError
-from auditmi.pipeline import FeatureSet
-from auditmi.shift import STAT_NAMES
+from auditmi.pipeline import STAT_NAMES, FeatureSet
 
 #: Default most images listed in a JSON scan report (the Parquet file has all of them).
 DEFAULT_MAX_REPORT_IMAGES = 10_000

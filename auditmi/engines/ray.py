@@ -43,8 +43,7 @@ from auditmi.encoders.base import Encoder
 from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
 from auditmi.features import n_features
 from auditmi.images import Skipped
-from auditmi.pipeline import FeatureSet, ProgressFn, assemble, default_batch_size
-from auditmi.shift import STAT_NAMES
+from auditmi.pipeline import STAT_NAMES, FeatureSet, ProgressFn, assemble, default_batch_size
 from auditmi.views import ViewConfig, working_side
 
 #: Logical CPU share of a CPU embedding actor and of a decode task on a CPU-only cluster: n
