@@ -23,7 +23,7 @@ def calibration_meta_path(path: str | Path) -> Path:
     return mp
 
 
-def precheck(paths: "list[Path] | tuple[Path, ...]" = (), calibration: str | Path | None = None) -> None:
+def precheck(paths: list[Path] | tuple[Path, ...] = (), calibration: str | Path | None = None) -> None:
     """Fail at once on a missing calibration bundle or image path (the same errors, with the same
     messages, as the full run would raise after importing torch)."""
     from auditmi.images import check_exists

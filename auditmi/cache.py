@@ -3,7 +3,7 @@
 An entry is keyed by everything that determines an image's features: the encoder identity
 (name + weights hash), the image content hash (sha256 of the file), the view configuration,
 the feature configuration and the seed. A scan writes one shard per batch with an atomic
-``os.replace``, so a scan killed at any point (even ``kill -9``) leaves only complete shards,
+``os.replace`` (:func:`auditmi._io.atomic_write`), so a scan killed at any point (even ``kill -9``) leaves only complete shards,
 and the next scan with the same key resumes from them. Shards are ``.npz`` files read with
 ``allow_pickle=False``: a cache folder can never execute code.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from auditmi._io import atomic_write, write_text
 from auditmi.errors import InputError
 
 CACHE_FORMAT = "auditmi-feature-cache-v1"
@@ -48,23 +48,17 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             kp = self.dir / "key.json"
             if not kp.exists():
-                self._atomic_write_text(kp, json.dumps(json.loads(blob), indent=2))
-        except OSError as e:  # a user's --cache / $AUDITMI_CACHE_DIR problem, not a bug: say so
+                write_text(kp, json.dumps(json.loads(blob), indent=2))
+        except (OSError, InputError) as e:  # a user's --cache / $AUDITMI_CACHE_DIR problem, not a bug: say so
             raise InputError(
-                f"cannot use {root} as the feature cache folder ({e.strerror or e}); "
+                f"cannot use {root} as the feature cache folder ({getattr(e, 'strerror', None) or e}); "
                 "pass --cache with a writable folder, or --no-cache."
             ) from e
-
-    def _atomic_write_text(self, path: Path, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
 
     def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
         """Delete temp files left by killed writers (old enough that no live scan still writes them)."""
         now = time.time()
-        for p in self.dir.glob("tmp-*"):
+        for p in [*self.dir.glob("tmp-*"), *self.dir.glob(".*.tmp")]:  # older and current writers' temporaries
             try:
                 if now - p.stat().st_mtime > older_than_s:
                     p.unlink()
@@ -88,7 +82,7 @@ class FeatureCache:
                 continue
             if not self._fits(shas, feats, stats):  # readable but not ours: ignore it, recompute
                 continue
-            for s, f, st in zip(shas, feats, stats):
+            for s, f, st in zip(shas, feats, stats, strict=True):
                 out[str(s)] = (f, st)
         if len(shards) >= COMPACT_AT and out:
             self._compact(out, shards)
@@ -113,20 +107,15 @@ class FeatureCache:
         """Append entries as one new shard, atomically."""
         if not shas:
             return
-        tmp: str | None = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix="tmp-", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
+        def fill(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
                 np.savez(f, sha256=np.array(shas, dtype="U64"), features=features.astype(np.float32), stats=stats.astype(np.float32))
-            os.replace(tmp, self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz")
-        except OSError as e:  # e.g. disk full: completed shards stay valid; say what to do
-            if tmp is not None and os.path.exists(tmp):
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+
+        try:
+            atomic_write(self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz", fill)
+        except (OSError, InputError) as e:  # e.g. disk full: completed shards stay valid; say what to do
             raise InputError(
-                f"cannot write to the feature cache {self.dir} ({e.strerror or e}); free some space, "
+                f"cannot write to the feature cache {self.dir} ({getattr(e, 'strerror', None) or e}); free some space, "
                 "pass --cache with another folder, or --no-cache. Re-running resumes from the cached part."
             ) from e
 

@@ -1,8 +1,10 @@
 """Calibration bundles: shadow features -> fitted EncoderMI-T/-V/-S -> a versioned, hashed folder.
 
 A bundle is a folder with ``calibration.json`` (metadata) and ``arrays.safetensors`` (classifier
-weights and held-out shadow scores). The JSON records the sha256 of the arrays file; loading
-checks it, the format, the schema version, and every classifier's arrays, and never unpickles.
+weights and held-out shadow scores), written, pinned and committed by :mod:`auditmi.bundle`: the
+JSON records the sha256 of the arrays file and of itself, so any edit is refused (exit 3); loading
+also checks the format, the schema version, every field's type and every classifier's arrays, and
+never unpickles.
 
 Protocol (method.md, "The three inference classifiers"): shadow members and non-members are
 split, stratified and seeded, into a fitting part and a held-out part (``heldout_fraction``).
@@ -16,7 +18,7 @@ The default classifier is the one with the best held-out ROC AUC.
 from __future__ import annotations
 
 import datetime as _dt
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,20 @@ from typing import Any
 import numpy as np
 
 from auditmi import __version__
-from auditmi._io import atomic_write, atomic_write_text
 from auditmi import stats as S
-from auditmi.attacks import ATTACKS, Attack, attack_from_state, make_attack
-from auditmi.encoders.base import sha256_file
+from auditmi import validate as V
 from auditmi._paths import META_NAME, calibration_meta_path
+from auditmi.attacks import ATTACKS, Attack, attack_from_state, make_attack
+from auditmi.bundle import (
+    PIN_KEY,
+    check_folder_destination,
+    load_arrays,
+    read_metadata,
+    recover,
+    sha256_file,
+    verify,
+    write_bundle,
+)
 from auditmi.errors import CalibrationError, InputError
 from auditmi.features import feature_config
 from auditmi.views import ViewConfig
@@ -147,11 +158,10 @@ def fit_calibration(
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> Path:
-    """Write the bundle folder (arrays first, then the JSON that pins their hash)."""
+    """Write the bundle folder as one atomic commit, pinned as a whole (:mod:`auditmi.bundle`)."""
     from safetensors.numpy import save_file
 
     out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     attacks_meta: dict[str, Any] = {}
     for kind, ac in cal.attacks.items():
@@ -163,7 +173,6 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         thr = {k: (v if np.isfinite(v) else None) for k, v in ac.thresholds.items()}
         attacks_meta[kind] = {"name": ac.attack.name, "params": params, "array_names": sorted(arrs), "thresholds": thr,
                               "heldout_metrics": ac.metrics, "roc": ac.roc}
-    atomic_write(out / ARRAYS_NAME, lambda tmp: save_file(arrays, tmp))
     meta = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -173,68 +182,122 @@ def save_calibration(cal: Calibration, path: str | Path) -> Path:
         "features": feature_config(cal.views.n_views),
         "default_attack": cal.default_attack,
         "attacks": attacks_meta,
-        "files": {ARRAYS_NAME: sha256_file(out / ARRAYS_NAME)},
-        **{k: v for k, v in cal.meta.items() if k not in {"format", "schema_version", "views", "features", "attacks", "files"}},
+        **{k: v for k, v in cal.meta.items() if k not in _RESERVED},
     }
-    atomic_write_text(out / META_NAME, json.dumps(S.jsonable(meta), indent=2))
+    write_bundle(out, META_NAME, S.jsonable(meta), {ARRAYS_NAME: lambda tmp: save_file(arrays, tmp)}, what="calibration bundle",
+                 keep=KEEP)
     cal.path, cal.sha256 = out, sha256_file(out / META_NAME)
     return out
 
 
-def load_calibration(path: str | Path) -> Calibration:
-    """Load and verify a bundle; every problem is a :class:`CalibrationError` with the reason."""
-    from safetensors.numpy import load_file
+#: Entries of a bundle folder carried over when it is rewritten: ``auditmi calibrate`` pre-trains its
+#: shadow encoder (resumably) under ``OUT/shadow-encoder``; shadow reference encoders live under ``OUT/shadows``.
+KEEP = ("shadow-encoder", "shadows")
 
+
+def check_bundle_destination(path: str | Path) -> None:
+    """Raise InputError now if a calibration bundle cannot be written to ``path`` (run it before any work)."""
+    check_folder_destination(path, (META_NAME, ARRAYS_NAME), "calibration bundle", KEEP)
+
+
+_RESERVED = {"format", "schema_version", "auditmi_version", "views", "features", "attacks", "files", "default_attack", PIN_KEY}
+_FIX = "Re-copy the bundle from its source, or re-run `auditmi calibrate`."
+
+
+def _legacy(root: Path) -> Callable[[dict[str, Any]], str]:
+    def reason(meta: dict[str, Any]) -> str:
+        return (
+            f"{root / META_NAME} was written by auditmi {meta.get('auditmi_version')} without a {PIN_KEY}: edits to its "
+            f"metadata could not be detected, so this auditmi refuses it. Rebuild it with `auditmi calibrate --shadow-data DIR "
+            f"--out {root}`, or, if you trust this copy, pin it with `python -m auditmi.bundle repin {root}`."
+        )
+
+    return reason
+
+
+def _check_attack_meta(kind: str, am: Any) -> None:
+    """Types and finite values of one classifier's metadata (after the pin held: a buggy or re-pinned writer)."""
+    err = CalibrationError
+    V.mapping(f"attacks.{kind}", am, error=err)
+    V.mapping(f"attacks.{kind}.params", am.get("params"), error=err)
+    names = am.get("array_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise err(f"attacks.{kind}.array_names must be a list of names, got {names!r}.")
+    thr = V.mapping(f"attacks.{kind}.thresholds", am.get("thresholds"), error=err)
+    if "accuracy" not in thr:
+        raise err(f"attacks.{kind}.thresholds has no 'accuracy' threshold.")
+    V.finite_float(f"attacks.{kind}.thresholds.accuracy", thr["accuracy"], error=err)
+    for k, v in thr.items():
+        if not isinstance(k, str) or (v is not None and not V.is_finite_number(v)):
+            raise err(f"attacks.{kind}.thresholds.{k} must be a finite number (or null for 'none reachable'), got {v!r}.")
+    met = V.mapping(f"attacks.{kind}.heldout_metrics", am.get("heldout_metrics"), error=err)
+    for k, v in met.items():
+        if v is not None and not V.is_finite_number(v):
+            raise err(f"attacks.{kind}.heldout_metrics.{k} must be a finite number or null, got {v!r}.")
+    for k in ("accuracy", "precision", "recall", "roc_auc", "tpr_at_1pct_fpr", "tpr_at_0_1pct_fpr"):
+        if met.get(k) is not None and not 0 <= met[k] <= 1:
+            raise err(f"attacks.{kind}.heldout_metrics.{k} must lie in [0, 1], got {met[k]!r}.")
+    roc = am.get("roc")
+    if roc is not None:
+        V.mapping(f"attacks.{kind}.roc", roc, error=err)
+        fpr = V.finite_list(f"attacks.{kind}.roc.fpr", roc.get("fpr"), error=err)
+        V.finite_list(f"attacks.{kind}.roc.tpr", roc.get("tpr"), length=len(fpr), error=err)
+
+
+def _check_heldout(kind: str, scores: Any, labels: Any) -> None:
+    err = CalibrationError
+    s = V.array_like(f"{kind}.heldout.scores", scores, ndim=1, kind="f", error=err)
+    lab = V.array_like(f"{kind}.heldout.labels", labels, shape=(len(s),), kind="iu", error=err)
+    if not np.all(np.isfinite(s)):
+        raise err(f"{kind}.heldout.scores holds NaN or infinite values.")
+    if not np.all((lab == 0) | (lab == 1)) or not np.any(lab == 0):
+        raise err(f"{kind}.heldout.labels must be 0/1 and include non-members.")
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Load and verify a bundle; every problem is a :class:`CalibrationError` (exit 3) with the reason."""
     p = Path(path)
+    recover(p.expanduser())
     mp = calibration_meta_path(p)
     root = mp.parent
+    meta = read_metadata(mp, CalibrationError, "The bundle is corrupt; re-create or re-copy it.", what="calibration")
+    files = verify(root, META_NAME, meta, fmt=FORMAT, schema_version=SCHEMA_VERSION, error=CalibrationError, fix=_FIX,
+                   legacy=_legacy(root), what="calibration")
+    if ARRAYS_NAME not in files:
+        raise CalibrationError(f"{mp} does not list {ARRAYS_NAME}. {_FIX}")
+    arrays = load_arrays(root / ARRAYS_NAME, CalibrationError, _FIX)
     try:
-        meta = json.loads(mp.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CalibrationError(f"cannot read {mp}: {e}. The bundle is corrupt; re-create or re-copy it.") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CalibrationError(f"{mp} is not an auditmi calibration (format={meta.get('format') if isinstance(meta, dict) else None!r}).")
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise CalibrationError(
-            f"{mp} has calibration schema_version {meta.get('schema_version')} (written by auditmi {meta.get('auditmi_version')}), "
-            f"but this auditmi {__version__} reads version {SCHEMA_VERSION}. Re-run `auditmi calibrate` with this version."
-        )
-    ap = root / ARRAYS_NAME
-    if not ap.is_file():
-        raise CalibrationError(f"{ap} is missing: the bundle is incomplete; re-copy the whole folder.")
-    files = meta.get("files")
-    expected = files.get(ARRAYS_NAME) if isinstance(files, dict) else None
-    actual = sha256_file(ap)
-    if expected != actual:
-        raise CalibrationError(
-            f"{ap} does not match the sha256 recorded in {META_NAME} (expected {str(expected)[:12]}..., got {actual[:12]}...): "
-            "the bundle was modified or corrupted. Re-copy it from its source or re-run `auditmi calibrate`."
-        )
-    try:
-        arrays = load_file(str(ap))
         views = ViewConfig.from_dict(meta["views"])
+        attacks_meta = V.mapping("attacks", meta["attacks"], error=CalibrationError)
         attacks: dict[str, AttackCalibration] = {}
-        for kind, am in meta["attacks"].items():
+        for kind, am in attacks_meta.items():
             if kind not in ATTACKS:
                 raise CalibrationError(f"{mp} names an unknown classifier {kind!r}.")
+            _check_attack_meta(kind, am)
             pre = f"{kind}.attack."
             arrs = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
             missing = set(am.get("array_names", [])) - set(arrs)
             if missing:
-                raise CalibrationError(f"classifier {kind} is missing arrays {sorted(missing)} in {ap}.")
+                raise CalibrationError(f"classifier {kind} is missing arrays {sorted(missing)} in {root / ARRAYS_NAME}.")
             atk = attack_from_state(am["params"], arrs)
+            scores, labels = arrays.get(f"{kind}.heldout.scores"), arrays.get(f"{kind}.heldout.labels")
+            if scores is None or labels is None:
+                raise CalibrationError(f"classifier {kind} has no held-out scores in {root / ARRAYS_NAME}.")
+            _check_heldout(kind, scores, labels)
             thr = {k: (float(v) if v is not None else float("inf")) for k, v in am["thresholds"].items()}
             attacks[kind] = AttackCalibration(atk, thr, am["heldout_metrics"], am.get("roc") or {"fpr": [], "tpr": []},
-                                              arrays[f"{kind}.heldout.scores"], arrays[f"{kind}.heldout.labels"])
+                                              scores, labels)
     except CalibrationError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
-        # An edited calibration.json (it is not hash-pinned, only the arrays are) is a bundle problem
-        # (exit 3), not a crash, and not a usage error: e.g. n_views < 2 would otherwise blame --views.
+        # A malformed (but pinned) calibration.json is a bundle problem (exit 3), not a crash, and not
+        # a usage error: e.g. n_views < 2 would otherwise blame --views.
         raise CalibrationError(f"{p} is malformed ({type(e).__name__}: {e}); re-run `auditmi calibrate`.") from e
     if not attacks:
         raise CalibrationError(f"{mp} holds no classifier.")
     default = meta.get("default_attack")
     if default not in attacks:
-        default = next(iter(attacks))
+        raise CalibrationError(
+            f"{mp} names default_attack {default!r}, which is not one of its classifiers ({', '.join(attacks)}). {_FIX}"
+        )
     return Calibration(views=views, attacks=attacks, default_attack=default, meta=meta, path=root, sha256=sha256_file(mp))

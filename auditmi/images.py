@@ -45,7 +45,6 @@ __all__ = [
     "Skipped",
     "decode",
     "discover",
-    "find_duplicates",
     "load_image",
     "load_many",
     "read_and_hash",
@@ -254,9 +253,7 @@ def _walk(root: Path) -> Iterable[tuple[Path, bool]]:
                 is_file = entry.is_file(follow_symlinks=True)
             except OSError:
                 is_file = False
-            if is_file:
-                yield path, _is_supported(path)
-            elif entry.is_symlink() and not os.path.exists(path):
+            if is_file or entry.is_symlink() and not os.path.exists(path):
                 yield path, _is_supported(path)
             else:
                 yield path, False
@@ -569,29 +566,3 @@ def load_many(
         if progress is not None:
             progress(done, total)
     return loaded, skipped
-
-
-def find_duplicates(
-    images: Sequence[LoadedImage] | Sequence[tuple[Path, str]],
-) -> list[list[Path]]:
-    """Group files with identical content (same SHA-256).
-
-    Identical copies would count the same image several times in an audit, inflating the
-    evidence; the caller decides whether to drop or merely report them.
-
-    Args:
-        images: :class:`LoadedImage` objects or ``(path, sha256)`` pairs.
-
-    Returns:
-        Groups of two or more paths sharing a hash; paths in each group sorted, groups sorted by
-        their first path.
-    """
-    by_hash: dict[str, list[Path]] = {}
-    for item in images:
-        if isinstance(item, LoadedImage):
-            path, digest = item.path, item.sha256
-        else:
-            path, digest = item
-        by_hash.setdefault(digest, []).append(Path(path))
-    groups = [sorted(paths) for paths in by_hash.values() if len(paths) >= 2]
-    return sorted(groups, key=lambda g: g[0])

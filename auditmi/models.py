@@ -7,7 +7,8 @@ this config next to safetensors weights and loading never unpickles.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -10,8 +10,9 @@ image) with only the highest-scoring images listed, saying so in ``images_listed
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from auditmi import __version__
 from auditmi._io import atomic_write
 from auditmi.errors import InputError
 from auditmi.pipeline import STAT_NAMES, FeatureSet
+from auditmi.validate import int_in
+
+if TYPE_CHECKING:
+    from auditmi.jobs.scan import ScoredImage
 
 #: Default most images listed in a JSON scan report (the Parquet file has all of them).
 DEFAULT_MAX_REPORT_IMAGES = 10_000
@@ -33,7 +38,7 @@ def _pyarrow() -> Any:
     return pa
 
 
-def image_table(image_rows: list[dict[str, Any]], fs: FeatureSet, features: dict[str, Any]) -> Any:
+def image_table(image_rows: Sequence[ScoredImage], fs: FeatureSet, features: dict[str, Any]) -> Any:
     """A pyarrow Table with one row per scored image (``image_rows`` aligned with ``fs.rows``;
     ``features`` is the feature configuration, recorded in the file's metadata)."""
     pa = _pyarrow()
@@ -41,13 +46,13 @@ def image_table(image_rows: list[dict[str, Any]], fs: FeatureSet, features: dict
         raise ValueError(f"{len(image_rows)} image rows for {fs.n} feature rows")
     feats = np.ascontiguousarray(fs.features, dtype=np.float32)
     cols: dict[str, Any] = {
-        "path": pa.array([r["path"] for r in image_rows], pa.string()),
-        "sha256": pa.array([r["sha256"] for r in image_rows], pa.string()),
-        "score": pa.array([r["score"] for r in image_rows], pa.float64()),
-        "member_probability": pa.array([r["member_probability"] for r in image_rows], pa.float64()),
-        "flagged": pa.array([r["decision"] == "member" for r in image_rows], pa.bool_()),
-        "p_value": pa.array([r["p_value"] for r in image_rows], pa.float64()),
-        "bh_flag": pa.array([r["bh_flag"] for r in image_rows], pa.bool_()),
+        "path": pa.array([str(r.path) for r in image_rows], pa.string()),
+        "sha256": pa.array([r.sha256 for r in image_rows], pa.string()),
+        "score": pa.array([r.score for r in image_rows], pa.float64()),
+        "member_probability": pa.array([r.member_probability for r in image_rows], pa.float64()),
+        "flagged": pa.array([r.member for r in image_rows], pa.bool_()),
+        "p_value": pa.array([r.p_value for r in image_rows], pa.float64()),
+        "bh_flag": pa.array([r.bh_flag for r in image_rows], pa.bool_()),
         "width": pa.array([row.original_size[0] for row in fs.rows], pa.int32()),
         "height": pa.array([row.original_size[1] for row in fs.rows], pa.int32()),
         "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1]),
@@ -59,25 +64,18 @@ def image_table(image_rows: list[dict[str, Any]], fs: FeatureSet, features: dict
     return pa.table(cols).replace_schema_metadata(meta)
 
 
-def write_image_table(dest: str | Path, image_rows: list[dict[str, Any]], fs: FeatureSet, features: dict[str, Any]) -> Path:
-    """Write :func:`image_table` to ``dest`` atomically (a reader never sees half a file)."""
+def write_image_table(dest: str | Path, image_rows: Sequence[ScoredImage], fs: FeatureSet, features: dict[str, Any]) -> Path:
+    """Write :func:`image_table` to ``dest`` with the one atomic writer (a reader never sees half a file)."""
     import pyarrow.parquet as pq
 
     table = image_table(image_rows, fs, features)
-    dest = Path(dest)
-    if not dest.parent.is_dir():
-        raise InputError(f"cannot write the Parquet file {dest}: folder {dest.parent} does not exist.")
-    try:
-        return atomic_write(dest, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    except OSError as e:
-        raise InputError(f"cannot write the Parquet file {dest} ({e.strerror or e}).") from e
+    return atomic_write(dest, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def cap_image_list(report: dict[str, Any], cap: int = DEFAULT_MAX_REPORT_IMAGES, parquet: str | Path | None = None) -> dict[str, Any]:
     """Keep at most ``cap`` images in ``report["images"]`` (the highest scores; ties by path)
     and record what is listed in ``report["images_listed"]``. The aggregate is untouched."""
-    if cap < 0:
-        raise InputError(f"--max-report-images must be 0 or more (got {cap}).")
+    cap = int_in("--max-report-images", cap, 0, 10**9)
     rows = report["images"]
     complete = len(rows) <= cap
     if not complete:

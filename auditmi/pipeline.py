@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from auditmi.cache import FeatureCache
+from auditmi.descriptors import STAT_NAMES, image_statistics
 from auditmi.encoders.base import Encoder
 from auditmi.errors import InputError
 from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
-from auditmi.shift import STAT_NAMES, image_statistics
 from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
 
 ProgressFn = Callable[[int, int], None]
@@ -43,6 +45,10 @@ class ImageRow:
     path: Path
     sha256: str
     original_size: tuple[int, int]
+
+
+# Start of PyTorch's DataLoader warning about more workers than cores (a regex for filterwarnings).
+_TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes in total"
 
 
 @dataclass
@@ -285,20 +291,26 @@ def compute_features(
         from torchvision.ops import roi_align  # noqa: F401
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
     chunk = max(1, bs // n_views) if parallel_embed else max(1, min(16, bs // n_views))
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=chunk,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
-        pin_memory=False,
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        # fork: workers share the encoder's weights copy-on-write. Each runs with one thread
-        # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
-        multiprocessing_context="fork" if parallel_embed else None,
-    )
     embedder = Embedder(encoder, bs)
+    # PyTorch warns (at construction and again when iterating) when there are more workers than
+    # cores; --workers is the user's explicit choice, so that warning only confuses them. The
+    # filter is scoped to this one message, here, and leaves every other warning alone.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_TOO_MANY_WORKERS, category=UserWarning)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=chunk,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
+            pin_memory=False,
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+            # fork: workers share the encoder's weights copy-on-write. Each runs with one thread
+            # (DataLoader's default), which also avoids GNU OpenMP hanging after fork.
+            multiprocessing_context="fork" if parallel_embed else None,
+        )
+        batches = iter(loader)
     images_per_pass = max(1, bs // n_views)
     by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
     info: dict[int, tuple[str, tuple[int, int] | None]] = {}
@@ -321,16 +333,16 @@ def compute_features(
             feats = embed_decoded([it["pixels"] for it in pending], [it["params"] for it in pending], embedder, n_views)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
-        for s, f, st in zip(shas, feats, stats):
+        for s, f, st in zip(shas, feats, stats, strict=True):
             by_sha[s] = (f, st)
         if cache is not None:
             cache.put(shas, feats, stats)
         pending = []
 
     in_batch: set[str] = set()
-    for item in (it for chunk_items in loader for it in chunk_items):
+    for item in (it for chunk_items in batches for it in chunk_items):
         i = item["i"]
-        done += 1
+        done += 1  # noqa: SIM113 (counts items across flattened chunks, not positions)
         if "error" in item:
             skipped.append(Skipped(paths[i], item["error"]))
         else:

@@ -9,7 +9,9 @@ training feasible on a CPU (per-image PIL augmentation dominates otherwise).
 
 Training is seeded and resumable: every ``checkpoint_every`` epochs the backbone is written in
 the auditmi local-checkpoint format (``last/``) together with the projection head, optimizer
-state and RNG state (``train_state.safetensors`` + ``train_state.json``). A run whose
+state and RNG state (``train_state.safetensors`` + ``train_state.json``), all four files in one
+pinned bundle committed atomically (:mod:`auditmi.bundle`), so a kill at any moment leaves either
+the previous consistent checkpoint or the new one. A run whose
 ``final/`` checkpoint exists with the same configuration is reused instead of retrained.
 """
 
@@ -20,18 +22,25 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from auditmi import __version__
-from auditmi._io import atomic_write, atomic_write_text
-from auditmi.encoders.local import DEFAULT_MEAN, DEFAULT_STD, is_checkpoint_dir, save_checkpoint
-from auditmi.errors import InputError
+from auditmi._io import write_text
+from auditmi.bundle import load_arrays
+from auditmi.encoders.local import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    is_checkpoint_dir,
+    save_checkpoint,
+)
+from auditmi.errors import EncoderUnavailableError, InputError
 from auditmi.models import ProjectionHead, arch_config, build_backbone
 from auditmi.views import ViewConfig, pad_batch, render_views, sample_params
 
@@ -129,7 +138,11 @@ def load_training_images(paths: Sequence[Path], image_size: int, view_cfg: ViewC
     return tensors, [li.sha256 for li in loaded], skipped
 
 
-def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, cfg: TrainConfig, gen: torch.Generator, history: list, data_digest: str) -> None:
+STATE_JSON, STATE_TENSORS = "train_state.json", "train_state.safetensors"
+
+
+def _state_files(head: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, cfg: TrainConfig, gen: torch.Generator, history: list, data_digest: str) -> dict[str, Callable[[str], None]]:
+    """Writers of the training-state files, committed with the ``last/`` checkpoint as one bundle."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {f"head.{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -153,20 +166,34 @@ def _save_state(path: Path, head: nn.Module, opt: torch.optim.Optimizer, sched: 
         "history": history,
         "auditmi_version": __version__,
     }
-    atomic_write(path / "train_state.safetensors", lambda tmp: save_file(tensors, tmp))
-    atomic_write_text(path / "train_state.json", json.dumps(meta))
+    text = json.dumps(meta)
+    return {STATE_TENSORS: lambda tmp: save_file(tensors, tmp), STATE_JSON: lambda tmp: Path(tmp).write_text(text)}
 
 
 def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, gen: torch.Generator, data_digest: str) -> tuple[int, list]:
-    """Restore a run from ``path``; returns (epochs done, history) or (0, []) if nothing to resume."""
-    from safetensors.torch import load_file
+    """Restore a run from ``path/last``; returns (epochs done, history) or (0, []) if nothing to resume.
 
+    ``last/`` holds the backbone and the training state as one pinned bundle committed atomically,
+    so the weights, optimizer, scheduler and RNG states always belong to the same epoch.
+    """
     from auditmi.encoders.local import load_backbone
 
-    meta_p, ten_p = path / "train_state.json", path / "train_state.safetensors"
-    if not (meta_p.is_file() and ten_p.is_file() and is_checkpoint_dir(path / "last")):
+    last = path / "last"
+    if (path / STATE_JSON).is_file() and not (last / STATE_JSON).is_file():
+        raise InputError(
+            f"{path} holds a training run saved by an older auditmi as separate files, which cannot be checked to "
+            "belong together; delete it (or use another output folder) to start over."
+        )
+    if not is_checkpoint_dir(last):
         return 0, []
-    meta = json.loads(meta_p.read_text())
+    try:
+        saved, lcfg = load_backbone(last)  # verifies the pin of every file, training state included
+        if STATE_JSON not in lcfg["files"] or STATE_TENSORS not in lcfg["files"]:
+            raise EncoderUnavailableError(f"{last} holds no training state")
+        meta = json.loads((last / STATE_JSON).read_text())
+        tensors = load_arrays(last / STATE_TENSORS, EncoderUnavailableError, "", framework="torch")
+    except EncoderUnavailableError as e:
+        raise InputError(f"cannot resume the training run in {path}: {e} Delete {last} to start over.") from e
     if meta.get("config_digest") != cfg.digest():
         raise InputError(
             f"{path} holds a training run with a different configuration; use another output folder "
@@ -176,9 +203,7 @@ def _load_state(path: Path, backbone: nn.Module, head: nn.Module, opt: torch.opt
         raise InputError(
             f"{path} holds a training run on different images; use another output folder or delete it to start over."
         )
-    saved, _ = load_backbone(path / "last")
     backbone.load_state_dict(saved.state_dict())
-    tensors = load_file(str(ten_p))
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
@@ -239,7 +264,7 @@ def train_encoder(
     gen = torch.Generator().manual_seed(cfg.seed)
     acfg = arch_config(cfg.arch)
     backbone = build_backbone(acfg).to(dev)
-    head = ProjectionHead(backbone.out_dim, out_dim=cfg.proj_dim).to(dev)
+    head = ProjectionHead(int(backbone.out_dim), out_dim=cfg.proj_dim).to(dev)  # type: ignore[arg-type]  # out_dim is an int attribute
     if dev.type == "cuda":
         backbone.to(memory_format=torch.channels_last)
     params = list(backbone.parameters()) + list(head.parameters())
@@ -258,7 +283,7 @@ def train_encoder(
     src = bank.stacked.to(dev) if (bank.stacked is not None and dev.type == "cuda") else bank.stacked
     bank_dev = ImageBank(src) if src is not None else bank
 
-    def ckpt(dirname: str, epoch: int, loss: float) -> None:
+    def ckpt(dirname: str, epoch: int, loss: float, extra_files: dict[str, Callable[[str], None]] | None = None) -> None:
         save_checkpoint(
             out / dirname,
             backbone,
@@ -267,6 +292,7 @@ def train_encoder(
             DEFAULT_MEAN,
             DEFAULT_STD,
             extra={"training": {"recipe": "simclr", "config": cfg.to_dict(), "config_digest": cfg.digest(), "data_digest": data_digest, "epochs_done": epoch, "last_loss": loss, "n_images": n, "views": vcfg.to_dict(), **(extra_meta or {})}},
+            extra_files=extra_files,
         )
 
     backbone.train()
@@ -311,10 +337,9 @@ def train_encoder(
             backbone.train()
         if done % cfg.checkpoint_every == 0 or done == cfg.epochs:
             backbone.eval()
-            ckpt("last", done, history[-1]["loss"])
-            _save_state(out, head, opt, sched, done, cfg, gen, history, data_digest)
+            ckpt("last", done, history[-1]["loss"], _state_files(head, opt, sched, done, cfg, gen, history, data_digest))
             backbone.train()
     backbone.eval()
     ckpt("final", cfg.epochs, history[-1]["loss"] if history else loss_v)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    write_text(out / "history.json", json.dumps(history, indent=1))
     return final

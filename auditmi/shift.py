@@ -10,8 +10,8 @@ distribution-matched CLIP benchmark published attacks fall to about 51 % AUC (Go
 
 This module runs such a blind classifier *against ourselves* before a verdict is trusted:
 
-* :func:`image_statistics` turns one image into a short vector of simple statistics that do
-  not involve any encoder (colour, brightness, contrast, sharpness, size, ...);
+* :func:`auditmi.descriptors.image_statistics` turns one image into a short vector of simple
+  statistics that do not involve any encoder (colour, brightness, contrast, sharpness, size, ...);
 * :func:`shift_check` asks whether a cross-validated logistic regression on those statistics
   can tell suspects from references better than chance (permutation test). If it can, the
   audit must report "inconclusive" rather than "likely used": a higher membership score could
@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from scipy import special as _spspecial
 from scipy import stats as _sps
-from sklearn.model_selection import StratifiedKFold
 
+from auditmi.blind_classifier import _CVAuc
+from auditmi.descriptors import STAT_DESCRIPTIONS, STAT_NAMES
 from auditmi.errors import InputError
 from auditmi.stats import _delong_variance, _jsonable
 
@@ -41,191 +40,8 @@ __all__ = [
     "STAT_DESCRIPTIONS",
     "MIN_PER_SET",
     "ShiftCheck",
-    "image_statistics",
     "shift_check",
 ]
-
-# --------------------------------------------------------------------------------------
-# Per-image statistics
-# --------------------------------------------------------------------------------------
-
-_HIST_BINS = 8
-
-#: Names of the entries of :func:`image_statistics`'s vector, in order.
-STAT_NAMES: list[str] = [
-    "mean_red",
-    "mean_green",
-    "mean_blue",
-    "std_red",
-    "std_green",
-    "std_blue",
-    "mean_luminance",
-    "std_luminance",
-    "mean_saturation",
-    "colourfulness",
-    *[f"luminance_hist_{i}" for i in range(_HIST_BINS)],
-    "mean_gradient",
-    "frac_near_black",
-    "frac_near_white",
-    "log_width",
-    "log_height",
-    "aspect_ratio",
-    "is_grayscale",
-]
-
-#: What a difference in each statistic means, in words a user understands (used in reasons).
-STAT_DESCRIPTIONS: dict[str, str] = {
-    "mean_red": "average colour",
-    "mean_green": "average colour",
-    "mean_blue": "average colour",
-    "std_red": "contrast",
-    "std_green": "contrast",
-    "std_blue": "contrast",
-    "mean_luminance": "brightness",
-    "std_luminance": "contrast",
-    "mean_saturation": "colour saturation",
-    "colourfulness": "colour saturation",
-    **{f"luminance_hist_{i}": "brightness" for i in range(_HIST_BINS)},
-    "mean_gradient": "sharpness and amount of detail",
-    "frac_near_black": "share of very dark pixels",
-    "frac_near_white": "share of very bright pixels",
-    "log_width": "image size",
-    "log_height": "image size",
-    "aspect_ratio": "aspect ratio",
-    "is_grayscale": "grayscale versus colour",
-}
-
-# Pixel statistics are computed on a regular grid of every k-th row and column with at most
-# this many samples along the longer side. Subsampling (not resizing) keeps per-pixel
-# statistics unbiased (a resize would smooth and lower the stds) and keeps the cost per image
-# constant whatever its resolution.
-_MAX_GRID_SIDE = 160
-# Fixed grayscale size for the gradient statistic: the mean gradient of a 4000 px photo and of
-# its 400 px thumbnail differ ~10x, so it is measured after an (antialiased) resize to a fixed
-# size, about the input size of typical encoders (224 px). Images smaller than this are
-# upsampled and therefore look smoother; that is a real difference an encoder also sees.
-_GRADIENT_SIZE = 224
-# Luminance (0..1) at or below / at or above which a pixel counts as near-black / near-white.
-_NEAR_BLACK = 10 / 255
-_NEAR_WHITE = 245 / 255
-# An image is flagged grayscale when fewer than 1 % of its sampled pixels have a channel
-# spread (max - min over R, G, B) above 6 levels: JPEG-compressed grayscale photos stored as
-# RGB show a few levels of chroma noise, real colour photos far more.
-_GRAY_SPREAD = 6
-_GRAY_MAX_FRACTION = 0.01
-# ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def image_statistics(pixels: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-    """Encoder-free statistics of one image, in the order of :data:`STAT_NAMES`.
-
-    The vector holds: per-channel mean and std (pixel values scaled to 0..1); mean and std of
-    the BT.601 luminance; mean HSV saturation; colourfulness (Hasler & Suesstrunk 2003); an
-    8-bin luminance histogram (fractions summing to 1); the mean gradient magnitude of a
-    224 x 224 grayscale resize (sharpness / edge density, independent of resolution); the
-    fractions of near-black and near-white pixels; log original width and height; aspect
-    ratio (width / height); and a 0/1 grayscale flag.
-
-    Pixel statistics use every k-th row and column so that at most 160 samples lie along the
-    longer side; this is unbiased for per-pixel statistics and costs about a millisecond for
-    any image size.
-
-    Args:
-        pixels: ``uint8`` RGB array of shape ``(H, W, 3)`` (``LoadedImage.pixels``); a
-            ``(H, W)`` grayscale array is accepted too.
-        original_size: ``(width, height)`` of the file before any downscaling
-            (``LoadedImage.original_size``); the size statistics use it, so a downscaled
-            copy gives the same size features as the original.
-
-    Returns:
-        A float64 vector of length ``len(STAT_NAMES)``, all finite.
-
-    Raises:
-        InputError: If ``pixels`` is not a non-empty uint8 image array or ``original_size``
-            is not two positive numbers.
-    """
-    px = np.asarray(pixels)
-    if px.ndim == 2:
-        px = np.repeat(px[:, :, None], 3, axis=2)
-    if px.ndim != 3 or px.shape[2] != 3 or px.shape[0] < 1 or px.shape[1] < 1:
-        raise InputError(
-            f"pixels must be an (H, W, 3) RGB array, got shape {px.shape}; pass "
-            "LoadedImage.pixels from auditmi.images.load_image."
-        )
-    if px.dtype != np.uint8:
-        raise InputError(
-            f"pixels must be uint8 (0..255), got {px.dtype}; convert with "
-            "np.clip(x, 0, 255).astype(np.uint8) or load the file with auditmi.images.load_image."
-        )
-    try:
-        width, height = (float(v) for v in original_size)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"original_size must be (width, height), got {original_size!r}."
-        ) from exc
-    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
-        raise InputError(f"original_size must be two positive numbers, got {original_size!r}.")
-
-    h, w = px.shape[:2]
-    step = max(1, math.ceil(max(h, w) / _MAX_GRID_SIDE))
-    # Planar layout (3, N): numpy reductions over a trailing axis of length 3 are ~10x slower.
-    planar = np.ascontiguousarray(px[::step, ::step].transpose(2, 0, 1)).reshape(3, -1)
-    n = planar.shape[1]
-    rgb = planar.astype(np.float32) * np.float32(1 / 255)
-    means = rgb.mean(axis=1, dtype=np.float64)
-    stds = rgb.std(axis=1, dtype=np.float64)
-
-    lum = _LUMA @ rgb
-    mx8 = np.maximum(np.maximum(planar[0], planar[1]), planar[2])
-    mn8 = np.minimum(np.minimum(planar[0], planar[1]), planar[2])
-    spread8 = mx8 - mn8
-    mx = mx8.astype(np.float32)
-    # HSV saturation (max - min) / max, 0 for black pixels.
-    sat = np.divide(spread8.astype(np.float32), mx, out=np.zeros_like(mx), where=mx8 > 0)
-
-    # Colourfulness, Hasler & Suesstrunk (2003): opponent channels rg and yb.
-    rg = rgb[0] - rgb[1]
-    yb = 0.5 * (rgb[0] + rgb[1]) - rgb[2]
-    colourfulness = math.sqrt(float(rg.var()) + float(yb.var())) + 0.3 * math.sqrt(
-        float(rg.mean()) ** 2 + float(yb.mean()) ** 2
-    )
-
-    bins = np.minimum((lum * _HIST_BINS).astype(np.intp), _HIST_BINS - 1)
-    hist = np.bincount(bins, minlength=_HIST_BINS) / n
-
-    gray = Image.fromarray(np.ascontiguousarray(px)).convert("L")
-    if gray.size != (_GRADIENT_SIZE, _GRADIENT_SIZE):
-        # Shrinking: BOX (area averaging) is antialiased and ~3x faster than BILINEAR.
-        # Enlarging: BILINEAR, since BOX would upsample into blocks with artificial edges.
-        shrink = min(w, h) >= _GRADIENT_SIZE
-        resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-        gray = gray.resize((_GRADIENT_SIZE, _GRADIENT_SIZE), resample)
-    g = np.asarray(gray, dtype=np.float32) * np.float32(1 / 255)
-    dx = g[:-1, 1:] - g[:-1, :-1]
-    dy = g[1:, :-1] - g[:-1, :-1]
-    mean_gradient = float(np.sqrt(dx * dx + dy * dy).mean())
-
-    is_gray = float(np.count_nonzero(spread8 > _GRAY_SPREAD) < _GRAY_MAX_FRACTION * n)
-
-    out = np.empty(len(STAT_NAMES), dtype=np.float64)
-    out[0:3] = means
-    out[3:6] = stds
-    out[6] = float(lum.mean(dtype=np.float64))
-    out[7] = float(lum.std(dtype=np.float64))
-    out[8] = float(sat.mean(dtype=np.float64))
-    out[9] = colourfulness
-    out[10 : 10 + _HIST_BINS] = hist
-    k = 10 + _HIST_BINS
-    out[k] = mean_gradient
-    out[k + 1] = np.count_nonzero(lum <= _NEAR_BLACK) / n
-    out[k + 2] = np.count_nonzero(lum >= _NEAR_WHITE) / n
-    out[k + 3] = math.log(width)
-    out[k + 4] = math.log(height)
-    out[k + 5] = width / height
-    out[k + 6] = is_gray
-    return out
-
 
 # --------------------------------------------------------------------------------------
 # The shift check
@@ -235,13 +51,6 @@ def image_statistics(pixels: np.ndarray, original_size: tuple[int, int]) -> np.n
 MIN_PER_SET = 5
 _TOO_FEW_REASON = "too few images for a shift check (need >= 5 per set)"
 
-# Inverse regularisation strength of the logistic regression (scikit-learn's ``C``) on
-# standardised statistics; the default, which keeps the fit well-defined with fewer images
-# than statistics and with perfectly separable sets.
-_C = 1.0
-# Newton's method settings: it converges in ~5-10 steps from zero on standardised features.
-_NEWTON_MAX_ITER = 50
-_NEWTON_TOL = 1e-8
 # Sequential permutation test (Besag & Clifford 1991): stop once this many permuted AUCs have
 # reached the observed one (or more, when alpha needs it; see shift_check), since p can then
 # no longer fall below alpha. 10 hits also make the reported p-value precise to about +-30 %.
@@ -312,7 +121,7 @@ def _stat_matrix(values: Any, name: str) -> np.ndarray:
         bad = int(np.sum(~np.all(np.isfinite(arr), axis=1)))
         raise InputError(
             f"{name} has {bad} row(s) with NaN or infinite values; recompute them with "
-            "auditmi.shift.image_statistics or drop those images."
+            "auditmi.descriptors.image_statistics or drop those images."
         )
     return arr
 
@@ -344,131 +153,6 @@ def _standardised_differences(
         for i in order
         if d[i] != 0
     ]
-
-
-def _fit_logistic(
-    z: np.ndarray,
-    outer: np.ndarray,
-    tri: tuple[np.ndarray, np.ndarray],
-    mask: np.ndarray,
-    labels: np.ndarray,
-    penalise: np.ndarray,
-) -> np.ndarray:
-    """Fit a batch of L2 logistic regressions on row subsets of ``z`` by Newton's method.
-
-    Minimises ``0.5 * ||w||^2 + C * sum(log-loss)`` with an unpenalised intercept, which is
-    exactly scikit-learn's ``LogisticRegression(C=C)`` objective, for every model in the
-    batch at once. Model ``b`` is trained on the rows where ``mask[b]`` is 1, with labels
-    ``labels[b]``. Writing every model over all ``N`` rows turns the per-model products into
-    single large matrix products (the Hessians are ``(mask * p * (1 - p)) @ outer``), far
-    faster than hundreds of separate scikit-learn fits. A step that would increase the
-    objective is halved.
-
-    Args:
-        z: ``(N, d)`` design matrix (last column all ones, for the intercept).
-        outer: ``(N, T)`` upper-triangle entries of every row's outer product ``z_i z_i^T``.
-        tri: The ``(row, column)`` indices of those ``T`` entries.
-        mask: ``(B, N)`` 1 where a row is in model ``b``'s training set, else 0.
-        labels: ``(B, N)`` 0/1 labels (ignored where ``mask`` is 0).
-        penalise: ``(d,)`` 1 for weights, 0 for the intercept.
-
-    Returns:
-        ``(B, d)`` fitted coefficients (intercept last).
-    """
-    b = mask.shape[0]
-    d = z.shape[1]
-    iu, ju = tri
-    zt = np.ascontiguousarray(z.T)
-    theta = np.zeros((b, d))
-    ysign = 2.0 * labels - 1.0
-    diag = np.arange(d)
-
-    def objective(th: np.ndarray) -> np.ndarray:
-        loss = (mask * np.logaddexp(0.0, -ysign * (th @ zt))).sum(axis=1)
-        return 0.5 * np.sum(penalise * th * th, axis=1) + _C * loss
-
-    f = objective(theta)
-    for _ in range(_NEWTON_MAX_ITER):
-        p = _spspecial.expit(theta @ zt)
-        grad = penalise * theta + _C * ((mask * (p - labels)) @ z)
-        h_tri = _C * ((mask * (p * (1.0 - p))) @ outer)
-        hess = np.empty((b, d, d))
-        hess[:, iu, ju] = h_tri
-        hess[:, ju, iu] = h_tri
-        hess[:, diag, diag] += penalise + 1e-10
-        step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
-        t = np.ones(b)
-        new = theta - step
-        f_new = objective(new)
-        for _ in range(20):  # backtracking, only for models whose objective went up
-            worse = f_new > f + 1e-12 * (1.0 + np.abs(f))
-            if not worse.any():
-                break
-            t = np.where(worse, t * 0.5, t)
-            new = theta - t[:, None] * step
-            f_new = np.where(worse, objective(new), f_new)
-        theta, f = new, f_new
-        if float(np.max(np.abs(t[:, None] * step))) < _NEWTON_TOL:
-            break
-    return theta
-
-
-class _CVAuc:
-    """Cross-validated AUC of the blind classifier, for the data and for row permutations.
-
-    Permuting the *rows* of the statistics while keeping the labels and the stratified folds
-    fixed is the same as permuting the labels and re-drawing stratified folds with the same
-    class counts, but lets every permutation share one fold layout, so they can be fitted in
-    one batch.
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, k: int, seed: int) -> None:
-        # Standardising on all rows together uses no labels, so it leaks nothing into the
-        # out-of-fold scores and is the same for every permutation.
-        mu = x.mean(axis=0)
-        sd = x.std(axis=0)
-        keep = sd > 1e-12 * (1.0 + np.abs(mu))
-        xs = (x[:, keep] - mu[keep]) / sd[keep]
-        self.n_features = int(keep.sum())
-        self.z = np.c_[xs, np.ones(x.shape[0])]
-        d = self.z.shape[1]
-        self.tri = np.triu_indices(d)
-        self.outer = self.z[:, self.tri[0]] * self.z[:, self.tri[1]]
-        self.penalise = np.r_[np.ones(self.n_features), 0.0]
-        self.y = y.astype(np.float64)
-        self.pos = y == 1
-        self.n1 = int(self.pos.sum())
-        self.n0 = int(y.size - self.n1)
-        skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        self.folds = list(skf.split(np.zeros(y.size), y))
-
-    def scores(self, perms: np.ndarray) -> np.ndarray:
-        """Pooled out-of-fold scores, per row permutation in ``perms`` (B, n), by position."""
-        b, n = perms.shape
-        out = np.zeros((b, n))
-        if self.n_features == 0:  # every statistic constant: nothing to learn
-            return out
-        rows = np.arange(b)[:, None]
-        # Position j of permutation b holds original row perms[b, j] and carries label y[j].
-        labels = np.empty((b, n))
-        labels[rows, perms] = self.y
-        for train, test in self.folds:
-            mask = np.zeros((b, n))
-            mask[rows, perms[:, train]] = 1.0
-            theta = _fit_logistic(self.z, self.outer, self.tri, mask, labels, self.penalise)
-            zt = self.z[perms[:, test]]  # (B, m, d)
-            out[:, test] = np.matmul(zt, theta[:, :, None])[:, :, 0]
-        return out
-
-    def aucs(self, perms: np.ndarray) -> np.ndarray:
-        """AUC of the pooled out-of-fold scores for each row permutation in ``perms`` (B, n)."""
-        return self.auc_of(self.scores(perms))
-
-    def auc_of(self, scores: np.ndarray) -> np.ndarray:
-        """ROC AUC (ties half) of each row of ``scores`` against the fixed labels."""
-        ranks = _sps.rankdata(scores, axis=1)
-        u = ranks[:, self.pos].sum(axis=1) - self.n1 * (self.n1 + 1) / 2
-        return u / (self.n1 * self.n0)
 
 
 def _fmt_p(p: float) -> str:

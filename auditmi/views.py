@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from auditmi.errors import InputError
+from auditmi.validate import is_finite_number, is_int
 
 # View-drawing algorithms this version reproduces exactly (stored in bundles and cache keys).
 KNOWN_ALGORITHMS = ("auditmi-views-v1",)
@@ -44,7 +46,7 @@ class ViewConfig:
     algorithm: str = "auditmi-views-v1"
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_views, bool) or not isinstance(self.n_views, int):
+        if not is_int(self.n_views):
             raise InputError(f"the number of views must be an integer (got {self.n_views!r}).")
         if self.n_views < 2:
             raise InputError(
@@ -59,7 +61,7 @@ class ViewConfig:
         problems = []
         nums = {"scale": self.scale, "ratio": self.ratio, "jitter": self.jitter}
         for name, vals in nums.items():
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+            if not all(is_finite_number(v) for v in vals):
                 problems.append(f"{name} must hold finite numbers (got {list(vals)})")
         if not problems:
             if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
@@ -70,7 +72,7 @@ class ViewConfig:
                 problems.append(f"jitter must be (brightness, contrast, saturation, hue) >= 0 with hue <= 0.5 (got {list(self.jitter)})")
         for name in ("flip_p", "jitter_p", "gray_p"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            if not is_finite_number(v) or not 0 <= v <= 1:
                 problems.append(f"{name} must be a probability between 0 and 1 (got {v!r})")
         if problems:
             raise InputError("invalid view configuration: " + "; ".join(problems) + ".")
@@ -83,7 +85,7 @@ class ViewConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ViewConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ViewConfig:
         """Inverse of :meth:`to_dict`."""
         return cls(
             n_views=d["n_views"],
@@ -96,7 +98,7 @@ class ViewConfig:
             algorithm=str(d.get("algorithm", "auditmi-views-v1")),
         )
 
-    def differences(self, other: "ViewConfig") -> list[str]:
+    def differences(self, other: ViewConfig) -> list[str]:
         """Human-readable list of fields that differ from ``other`` (empty if compatible)."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {a[k]} vs {b[k]}" for k in a if a[k] != b[k]]
@@ -118,7 +120,7 @@ class ViewParams:
     source: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (K,) image index
 
     @staticmethod
-    def cat(parts: Sequence["ViewParams"]) -> "ViewParams":
+    def cat(parts: Sequence[ViewParams]) -> ViewParams:
         """Concatenate parameters of several images, renumbering ``source`` per part."""
         srcs = [torch.full((p.boxes.shape[0],), i, dtype=torch.long) for i, p in enumerate(parts)]
         return ViewParams(
@@ -298,7 +300,9 @@ def render_views(
     Returns:
         float32 (K, 3, out_size, out_size) normalised views, on ``images.device``.
     """
-    from torchvision.ops import roi_align  # imported here: it pulls in torch._dynamo (~2 s of CLI start-up)
+    from torchvision.ops import (
+        roi_align,  # imported here: it pulls in torch._dynamo (~2 s of CLI start-up)
+    )
 
     dev = images.device
     x = images.float()

@@ -27,10 +27,10 @@ import numpy as np
 from PIL import Image
 
 from auditmi import stats as S
-from auditmi.audit import ScanOptions, run_scan
 from auditmi.calibration import load_calibration
 from auditmi.datasets import fashion_mnist, mnist_digits
 from auditmi.encoders import load_encoder
+from auditmi.jobs.scan import ScanOptions, run_scan
 from auditmi.pipeline import compute_features
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def main() -> None:
         ref_feats = compute_features(sorted((EX / "reference").glob("*.png")), enc, cal.views, seed=0, num_workers=0).features
         sr = ac.attack.score(ref_feats)
         draws = [S.rank_test(sm[rng.choice(len(sm), 20, replace=False)], sr).p_value for _ in range(200)]
-        truth = {r[0]: int(r[1]) for r in (l.split(",") for l in (EX / "suspect" / "truth.csv").read_text().splitlines()[1:])}
+        truth = {r[0]: int(r[1]) for r in (line.split(",") for line in (EX / "suspect" / "truth.csv").read_text().splitlines()[1:])}
         members_in_suspect = sorted(n for n, m in truth.items() if m == 1)[:20]
         d20 = tmp / "suspect20"
         d20.mkdir()
@@ -105,8 +105,8 @@ def main() -> None:
             (d20 / n).write_bytes((EX / "suspect" / n).read_bytes())
         rep = run_scan([d20], ScanOptions(encoder=str(EX / "encoder"), calibration=EX / "calibration", reference=[EX / "reference"],
                                           use_cache=False, device=a.device, workers=0))
-        res["power"] = {"scan_20_members_p_value": rep["verdict"]["p_value"], "scan_20_members_verdict": rep["verdict"]["label"],
-                        "rank_auc": rep["aggregate"]["rank_test"]["auc"],
+        res["power"] = {"scan_20_members_p_value": rep.verdict.p_value, "scan_20_members_verdict": rep.verdict.label.value,
+                        "rank_auc": rep.statistics.rank_test.auc,
                         "random_draws_of_20_members": {"n": len(draws), "median_p": float(np.median(draws)),
                                                         "fraction_p_below_1e-3": float((np.array(draws) < 1e-3).mean())}}
 
@@ -119,8 +119,8 @@ def main() -> None:
         for name, ref in (("unshifted reference", EX / "reference"), ("brightness +40", tmp / "ref_bright"), ("MNIST digits", tmp / "ref_mnist")):
             r = run_scan([EX / "suspect"], ScanOptions(encoder=str(EX / "encoder"), calibration=EX / "calibration", reference=[ref],
                                                       use_cache=False, device=a.device, workers=0))
-            shift[name] = {"verdict": r["verdict"]["label"], "shift_auc": r["aggregate"]["shift_check"]["auc"],
-                           "shift_p": r["aggregate"]["shift_check"]["p_value"], "rank_p": r["aggregate"]["rank_test"]["p_value"]}
+            shift[name] = {"verdict": r.verdict.label.value, "shift_auc": r.statistics.shift_check.auc,
+                           "shift_p": r.statistics.shift_check.p_value, "rank_p": r.statistics.rank_test.p_value}
         res["shift"] = shift
         del bright
     res["seconds"] = time.time() - t0

@@ -35,7 +35,8 @@ def main() -> None:
         cfg = TrainConfig(arch=arch, image_size=32, epochs=a.epochs, batch_size=a.batch_size, checkpoint_every=a.epochs)
         with tempfile.TemporaryDirectory() as tmp:
             train_encoder(imgs, tmp, cfg, device=dev)
-            hist = json.load(open(os.path.join(tmp, "history.json")))
+            with open(os.path.join(tmp, "history.json")) as f:
+                hist = json.load(f)
         steady = hist[1:] or hist  # the first epoch includes warm-up
         ips = sum(h["images_per_s"] for h in steady) / len(steady)
         rows.append({"arch": arch, "device": str(dev), "amp": dev.type == "cuda", "images": a.images, "batch_size": a.batch_size,

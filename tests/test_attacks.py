@@ -46,7 +46,7 @@ def fitted(request: pytest.FixtureRequest) -> Attack:
 
 
 def test_registry_maps_kinds_to_classes() -> None:
-    assert ATTACKS == {"T": ThresholdAttack, "V": VectorAttack, "S": SetAttack}
+    assert {"T": ThresholdAttack, "V": VectorAttack, "S": SetAttack} == ATTACKS
     assert [c.name for c in ATTACKS.values()] == ["EncoderMI-T", "EncoderMI-V", "EncoderMI-S"]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from auditmi.cache import COMPACT_AT, FeatureCache
 from auditmi.errors import InputError
+
 from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
     Calibrated,
     calibrated,
@@ -238,7 +239,6 @@ def test_cache_root_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_stale_temporaries_of_killed_writers_are_cleaned(tmp_path):
-    import os
     import time as _time
 
     from auditmi.cache import FeatureCache

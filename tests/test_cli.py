@@ -8,8 +8,8 @@ stdout, skipped-file reasons, and error messages without tracebacks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import auditmi
+
 from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
     CALIBRATE_ARGS,
     N_SHADOW,
@@ -178,6 +179,15 @@ def scan(calibrated: Calibrated, tmp_path_factory: pytest.TempPathFactory) -> Sc
     s.proc = run_cli("scan", s.suspects, "-e", calibrated.encoder, "-c", calibrated.bundle, "--reference", s.reference,
                      "--html", s.html, "--json", "-", "--cache", s.cache, "--device", "cpu", "--truth", s.truth)
     return s
+
+
+@pytest.fixture(scope="module")
+def scan_result(scan: Scan, calibrated: Calibrated) -> Any:
+    """The typed result of the same scan, run in this process (from the scan's feature cache)."""
+    from auditmi.jobs.scan import ScanOptions, run_scan
+
+    return run_scan([scan.suspects], ScanOptions(encoder=str(calibrated.encoder), calibration=calibrated.bundle, reference=[scan.reference],
+                                                 device="cpu", cache_dir=scan.cache, workers=0))
 
 
 def test_scan_json_stdout_is_exactly_one_document(scan: Scan) -> None:
@@ -350,18 +360,18 @@ def test_fail_on_likely_used_exits_5(scan: Scan, verdict_runs: dict) -> None:
         ("inconclusive", "inconclusive", 5),
     ],
 )
-def test_fail_on_exit_code_mapping(label: str, fail_on: str, code: int, scan: Scan, calibrated: Calibrated,
+def test_fail_on_exit_code_mapping(label: str, fail_on: str, code: int, scan: Scan, calibrated: Calibrated, scan_result: Any,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Every (verdict, --fail-on) pair maps to the documented exit code (in process, run_scan patched)."""
     from typer.testing import CliRunner
 
-    import auditmi.audit
+    import auditmi.jobs.scan
     from auditmi.cli.main import _register, app
+    from auditmi.verdict import Label
 
     _register()
-    report = json.loads(json.dumps(_report(scan)))
-    report["verdict"]["label"] = label
-    monkeypatch.setattr(auditmi.audit, "run_scan", lambda *a, **k: json.loads(json.dumps(report)))
+    result = dataclasses.replace(scan_result, verdict=dataclasses.replace(scan_result.verdict, label=Label(label)))
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", lambda *a, **k: result)
     res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", str(calibrated.bundle), "--fail-on", fail_on, "--quiet"])
     assert res.exit_code == code, res.output
 
@@ -482,17 +492,25 @@ def test_unusable_cache_folder_exits_2(error_runs: dict) -> None:
     assert_user_error(error_runs["cache-is-a-file"], 2, "feature cache", "--no-cache")
 
 
-def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, calibrated: Calibrated, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invalid_report_is_an_internal_error_not_a_usage_error(scan: Scan, calibrated: Calibrated, scan_result: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """If auditmi builds a report its own schema rejects, that is a bug (exit 1), not bad input (exit 2)."""
     from typer.testing import CliRunner
 
-    import auditmi.audit
+    import auditmi.jobs.scan
+    import auditmi.report
     from auditmi.cli.main import _register, app
 
     _register()
-    report = json.loads(json.dumps(_report(scan)))
-    report["aggregate"]["not_in_the_schema"] = 1
-    monkeypatch.setattr(auditmi.audit, "run_scan", lambda *a, **k: report)
+    build = auditmi.report.scan_report
+
+    def broken(*a: Any, **k: Any) -> dict[str, Any]:
+        report = build(*a, **k)
+        report["aggregate"]["not_in_the_schema"] = 1
+        return report
+
+    monkeypatch.setattr(auditmi.jobs.scan, "run_scan", lambda *a, **k: scan_result)
+    monkeypatch.setattr(auditmi.report, "scan_report", broken)
     res = CliRunner().invoke(app, ["scan", str(scan.suspects), "-e", "unused", "-c", str(calibrated.bundle), "--quiet"])
     assert res.exit_code == 1, res.output
     assert "internal error" in res.stderr and "not_in_the_schema" in res.stderr
@@ -538,3 +556,44 @@ def test_input_errors_fail_before_torch_is_imported(args: list[str], code: int, 
     assert p.returncode == code, p.stderr
     assert needle in " ".join(p.stderr.split())
     assert "torch imported: False" in p.stderr
+
+
+def test_typed_scan_result_builds_the_same_report_as_the_cli(scan: Scan, scan_result: Any) -> None:
+    """report.build is the one place that knows the layout: the in-process result gives the CLI's document."""
+    from auditmi.report import scan_report, to_json, validate_report
+
+    built = json.loads(to_json(scan_report(scan_result)))
+    validate_report(built)
+    cli = dict(_report(scan))
+    cli.pop("truth")
+    for doc in (built, cli):
+        for key in ("created", "command", "timing"):
+            doc.pop(key)
+    assert built == cli
+
+
+def test_evaluate_table_fits_80_columns() -> None:
+    """The evaluate table and its legend stay within 80 columns; no header is cut short."""
+    from rich.console import Console
+
+    from auditmi.cli.evaluate import print_evaluation
+    from auditmi.jobs.evaluate import AtCalibratedFpr, ClassifierEvaluation, EvaluateResult
+    from auditmi.stats import binary_metrics
+
+    metrics = binary_metrics(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]), 0.5)
+    result = EvaluateResult(created=None, encoder={}, calibration_path=None, calibration_sha256=None, default_attack="V",  # type: ignore[arg-type]
+                            n_members=12345, n_non_members=67890, skipped=[],
+                            classifiers=[ClassifierEvaluation(k, metrics, [AtCalibratedFpr(0.01, 0.5, 0.123, 0.0101),
+                                                                           AtCalibratedFpr(0.001, 0.7, 0.05, 0.001)], {})
+                                         for k in "TVS"],
+                            views=None, seed=0, environment={})  # type: ignore[arg-type]
+    console = Console(width=80, record=True, color_system=None)
+    print_evaluation(result, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    assert "\u2026" not in text  # rich's ellipsis: nothing truncated
+    for head in ("classifier", "acc", "prec", "recall", "AUC", "TPR@1%", "TPR@.1%", "cal.TPR", "cal.FPR"):
+        assert head in text
+    row = next(line for line in lines if line.strip().startswith("V "))
+    assert row.split() == ["V", "0.500", "0.500", "0.500", "0.750", "0.500", "0.500", "0.123", "0.010"]

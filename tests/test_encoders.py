@@ -139,16 +139,27 @@ def test_tampered_weights_are_refused(tiny_checkpoint: Path, tmp_path: Path) -> 
         load_encoder(str(ck), device="cpu")
 
 
-def test_checkpoint_without_a_recorded_weights_hash_is_refused_with_the_fix(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def _write_pinned(ck: Path, cfg: dict) -> None:
+    from auditmi.bundle import pin
+
+    (ck / CONFIG_NAME).write_text(json.dumps(pin(cfg, cfg["files"])))
+
+
+def test_unpinned_checkpoint_of_an_older_release_is_refused_with_the_fix(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """A checkpoint written before encoder.json was pinned is refused with how to rebuild or re-pin it."""
+    from auditmi.bundle import repin
+
     ck = _copy(tiny_checkpoint, tmp_path)
     cfg = json.loads((ck / CONFIG_NAME).read_text())
-    recorded = cfg.pop("weights_sha256")
+    cfg.pop("bundle_sha256")
+    cfg.pop("files")
     (ck / CONFIG_NAME).write_text(json.dumps(cfg))
-    with pytest.raises(EncoderUnavailableError, match="records no weights_sha256") as ei:
+    with pytest.raises(EncoderUnavailableError, match="without a bundle_sha256") as ei:
         load_encoder(str(ck), device="cpu")
-    assert recorded in str(ei.value)  # the message gives the value to add if the file is trusted
-    cfg["weights_sha256"] = recorded
-    (ck / CONFIG_NAME).write_text(json.dumps(cfg))
+    assert "python -m auditmi.bundle repin" in str(ei.value)
+    weights = (ck / WEIGHTS_NAME).read_bytes()
+    repin(ck)
+    assert (ck / WEIGHTS_NAME).read_bytes() == weights
     load_encoder(str(ck), device="cpu")
 
 
@@ -181,7 +192,7 @@ def test_unknown_architecture_is_refused(tiny_checkpoint: Path, tmp_path: Path) 
     ck = _copy(tiny_checkpoint, tmp_path)
     cfg = json.loads((ck / CONFIG_NAME).read_text())
     cfg["architecture"] = {"arch": "transformer-xxl"}
-    (ck / CONFIG_NAME).write_text(json.dumps(cfg))
+    _write_pinned(ck, cfg)  # a pinned config that is wrong (a buggy writer)
     with pytest.raises(EncoderUnavailableError, match="unknown architecture"):
         load_encoder(str(ck), device="cpu")
     with pytest.raises(EncoderUnavailableError, match="resnet-tiny"):
@@ -193,7 +204,7 @@ def test_mismatched_weights_and_architecture_are_refused(tiny_checkpoint: Path, 
     save_checkpoint(ck, build_backbone(arch_config("resnet-tiny")), arch_config("resnet-tiny"), TINY_INPUT_SIZE)
     cfg = json.loads((ck / CONFIG_NAME).read_text())
     cfg["architecture"] = arch_config("convnet-w16")
-    (ck / CONFIG_NAME).write_text(json.dumps(cfg))
+    _write_pinned(ck, cfg)  # a pinned config that is wrong (a buggy writer)
     with pytest.raises(EncoderUnavailableError, match="cannot load weights"):
         load_encoder(str(ck), device="cpu")
 
@@ -423,7 +434,7 @@ def test_clip_alias_unreachable_network_fails_fast(empty_hub_cache: Path, monkey
     assert probed and "huggingface" in probed[0]
     assert "offline (cannot connect to huggingface.co:443 (test))" in str(ei.value)
     _assert_offline_help(str(ei.value))
-    assert constants.HF_HUB_OFFLINE == offline_before  # offline mode was only forced for the call
+    assert offline_before == constants.HF_HUB_OFFLINE  # offline mode was only forced for the call
 
 
 def test_probe_reports_closed_and_open_ports() -> None:

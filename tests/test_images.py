@@ -25,7 +25,6 @@ from auditmi.images import (
     Skipped,
     decode,
     discover,
-    find_duplicates,
     load_image,
     load_many,
     read_and_hash,
@@ -60,9 +59,9 @@ def _png(
 
 
 def test_constants() -> None:
-    assert SUPPORTED_EXTENSIONS == {
+    assert {
         ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"
-    }
+    } == SUPPORTED_EXTENSIONS
     assert MAX_PIXELS == 89_478_485 == Image.MAX_IMAGE_PIXELS
 
 
@@ -427,24 +426,6 @@ def test_discover_empty_folder(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- duplicates
-
-
-def test_find_duplicates_by_content(tmp_path: Path) -> None:
-    a = _png(tmp_path / "a.png", color=(1, 2, 3))
-    b = _png(tmp_path / "sub" / "copy_of_a.png", color=(1, 2, 3))
-    c = _png(tmp_path / "c.png", color=(9, 9, 9))
-    d = _png(tmp_path / "d.png", color=(9, 9, 9))
-    e = _png(tmp_path / "e.png", color=(7, 7, 7))
-    loaded, skipped = load_many(discover([tmp_path]).images)
-    assert skipped == []
-    groups = find_duplicates(loaded)
-    assert groups == [[a, b], [c, d]]
-    assert find_duplicates([(img.path, img.sha256) for img in loaded]) == groups
-    assert find_duplicates([]) == []
-    assert e not in {p for g in groups for p in g}
-
-
-# ---------------------------------------------------------------- downscaling
 
 
 def test_max_side_downscales_shorter_side_keeping_aspect() -> None:

@@ -88,3 +88,23 @@ def test_default_workers(monkeypatch) -> None:
     monkeypatch.setattr(pipeline, "_fork_available", lambda: False)  # macOS, Windows
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 6)
     assert default_workers("cpu") == 5  # decode-and-render workers beside the encoding process
+
+
+def test_more_workers_than_cores_does_not_show_pytorchs_dataloader_warning(tiny_checkpoint: Path, folder) -> None:
+    """--workers above the core count is the user's choice: PyTorch's warning about it is not shown."""
+    import os
+    import warnings
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = cores + 1
+    if workers > 10:  # 40 images in chunks of 4: no more than 10 workers are started
+        pytest.skip("too many cores for this folder to need more workers than cores")
+    # Without the filter PyTorch does warn in this setting (so the check below is not vacuous).
+    with pytest.warns(UserWarning, match="This DataLoader will create"):
+        torch.utils.data.DataLoader(list(range(4)), num_workers=workers)
+    enc = load_encoder(str(tiny_checkpoint), "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fs = compute_features(folder[0], enc, CFG, seed=3, batch_size=BATCH, num_workers=workers)
+    assert fs.timing["workers"] == workers
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)], [str(w.message) for w in caught]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from e2e_support import make_broken_files, popen_cli, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +133,7 @@ def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_pat
     assert [r["path"] for r in ray_rep["images"]] == [p for p, _ in top]
     table = pq.read_table(tmp_path / "ray.parquet").to_pydict()
     assert len(table["path"]) == 40
-    ray_scores = dict(zip(table["path"], table["score"]))
+    ray_scores = dict(zip(table["path"], table["score"], strict=True))
     assert ray_scores.keys() == local_scores.keys()
     assert max(abs(ray_scores[p] - local_scores[p]) for p in local_scores) <= 1e-6
     assert all(len(f) == 45 for f in table["features"])
@@ -168,6 +169,7 @@ def test_ray_scan_resumes_after_the_driver_is_killed(ray_cluster: str, tmp_path:
 
 def test_parquet_table_and_capped_list_without_ray(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
+    from auditmi.jobs.scan import ScoredImage
     from auditmi.parquet import cap_image_list, write_image_table
     from auditmi.pipeline import STAT_NAMES, FeatureSet, ImageRow
 
@@ -177,16 +179,16 @@ def test_parquet_table_and_capped_list_without_ray(tmp_path: Path) -> None:
                     features=rng.random((n, 6), dtype=np.float32), stats=rng.random((n, len(STAT_NAMES)), dtype=np.float32),
                     skipped=[], duplicates=[])
     scores = [0.5, 0.9, 0.1, 0.9, 0.3, 0.7, 0.2]
-    rows = [{"path": str(r.path), "sha256": r.sha256, "score": s, "member_probability": s, "decision": "member" if s > 0.6 else "non-member",
-             "p_value": None, "bh_flag": None} for r, s in zip(fs.rows, scores)]
+    rows = [ScoredImage(path=r.path, sha256=r.sha256, score=s, member_probability=s, member=s > 0.6, p_value=None, bh_flag=None)
+            for r, s in zip(fs.rows, scores, strict=True)]
     dest = write_image_table(tmp_path / "t.parquet", rows, fs, {"n_views": 4, "n_features": 6})
     t = pq.read_table(dest)
-    assert t.column("path").to_pylist() == [r["path"] for r in rows]
+    assert t.column("path").to_pylist() == [str(r.path) for r in rows]
     np.testing.assert_array_equal(np.array(t.column("features").to_pylist(), np.float32), fs.features)
     assert t.column("flagged").to_pylist() == [s > 0.6 for s in scores]
     assert t.column("p_value").null_count == n and t.column("width").to_pylist()[2] == 12
     assert json.loads(t.schema.metadata[b"features"]) == {"n_views": 4, "n_features": 6}
-    report = {"images": rows, "aggregate": {"n_scored": n}}
+    report = {"images": [{"path": str(r.path), "score": r.score} for r in rows], "aggregate": {"n_scored": n}}
     cap_image_list(report, 3, dest)
     assert [r["path"] for r in report["images"]] == ["/x/im1.png", "/x/im3.png", "/x/im5.png"]  # ties by path
     assert report["images_listed"]["complete"] is False and report["images_listed"]["n_listed"] == 3

@@ -144,7 +144,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path: Path, train_imag
     with pytest.raises(Interrupted):
         train_encoder(train_images, run, cfg, device="cpu", progress=crash_in_epoch_4)
     assert not (run / "final").exists()
-    assert json.loads((run / "train_state.json").read_text())["epoch"] == 2
+    assert json.loads((run / "last" / "train_state.json").read_text())["epoch"] == 2
 
     steps: list[int] = []
     final = train_encoder(train_images, run, cfg, device="cpu", progress=lambda s, t, d: steps.append(s))
@@ -200,3 +200,47 @@ def test_run_folder_with_other_images_is_refused(trained_run, train_images: torc
     other = train_images.flip(-1).contiguous()
     with pytest.raises(InputError, match="different images"):
         train_encoder(other, run, _cfg(), device="cpu")
+
+
+def test_kill_between_checkpoint_files_resumes_to_identical_weights(tmp_path: Path, train_images: torch.Tensor, monkeypatch) -> None:
+    """A kill after some files of a checkpoint were written leaves the previous checkpoint whole (issue 14 item 9)."""
+    import auditmi.shadow as shadow_mod
+
+    cfg = _cfg(epochs=4, checkpoint_every=2)
+    straight = train_encoder(train_images, tmp_path / "straight", cfg, device="cpu")
+
+    class Killed(BaseException):
+        pass
+
+    real = shadow_mod._state_files
+
+    def dies_after_the_tensors(*args, **kw):
+        files = real(*args, **kw)
+        if args[3] == 4:  # the epoch-4 checkpoint: weights and state tensors written, then killed
+            def killed(tmp: str) -> None:
+                raise Killed
+            files[shadow_mod.STATE_JSON] = killed
+        return files
+
+    monkeypatch.setattr(shadow_mod, "_state_files", dies_after_the_tensors)
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_encoder(train_images, run, cfg, device="cpu")
+    monkeypatch.setattr(shadow_mod, "_state_files", real)
+    # The epoch-2 checkpoint is intact and consistent; no half-written one is visible.
+    assert json.loads((run / "last" / "train_state.json").read_text())["epoch"] == 2
+    assert json.loads((run / "last" / "encoder.json").read_text())["training"]["epochs_done"] == 2
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+    final = train_encoder(train_images, run, cfg, device="cpu")
+    a, b = _weights(straight), _weights(final)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_old_separate_file_train_state_is_refused_with_the_fix(tmp_path: Path, train_images: torch.Tensor) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_state.json").write_text("{}")
+    with pytest.raises(InputError, match="older auditmi"):
+        train_encoder(train_images, run, _cfg(), device="cpu")
+

@@ -18,8 +18,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
+from auditmi.descriptors import STAT_NAMES, image_statistics
 from auditmi.errors import InputError
-from auditmi.shift import STAT_NAMES, ShiftCheck, image_statistics, shift_check
+from auditmi.shift import ShiftCheck, shift_check
 
 IDX = {name: i for i, name in enumerate(STAT_NAMES)}
 BRIGHTNESS_STATS = {

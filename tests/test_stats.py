@@ -148,7 +148,7 @@ def test_accuracy_threshold_matches_brute_force_and_prefers_largest():
         cands = list(np.unique(scores)) + [np.nextafter(scores.max(), np.inf)]
         accs = [np.mean((scores >= c) == labels) for c in cands]
         best = max(accs)
-        expected = max(c for c, a in zip(cands, accs) if a == best)
+        expected = max(c for c, a in zip(cands, accs, strict=True) if a == best)
         t = S.accuracy_threshold(labels, scores)
         assert t == expected
         assert np.mean((scores >= t) == labels) == best

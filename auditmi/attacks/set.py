@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditmi.attacks.base import NeuralAttack, positive_int, safe_std, standardise
+from auditmi.attacks.neural import NeuralAttack, safe_std, standardise
 from auditmi.errors import InputError
+from auditmi.validate import positive_int
 
 #: Pooling operators over the set; "max" is the one the reference code used.
 POOLS: tuple[str, ...] = ("max", "mean")
@@ -48,7 +49,7 @@ class _DeepSets(nn.Module):
         self.pool = pool
         widths = [1] + [hidden] * set_layers
         self.phi = nn.ModuleList(
-            _PermEquivariant(a, b, pool) for a, b in zip(widths[:-1], widths[1:])
+            _PermEquivariant(a, b, pool) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
         self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2))
 

@@ -11,8 +11,9 @@ import numpy as np
 from scipy.special import expit
 
 from auditmi.attacks.base import Attack
-from auditmi.stats import accuracy_threshold
 from auditmi.errors import CalibrationError
+from auditmi.stats import accuracy_threshold
+from auditmi.validate import is_finite_number
 
 
 def platt_fit(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -109,11 +110,7 @@ class ThresholdAttack(Attack):
             "platt.intercept": platt.get("intercept") if isinstance(platt, Mapping) else None,
         }
         for key, value in values.items():
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-            ):
+            if not is_finite_number(value):
                 raise CalibrationError(
                     f"{self.name} params lack a finite {key!r} (got {value!r}); the calibration "
                     "bundle is incomplete or was tampered with."

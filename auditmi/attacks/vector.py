@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from auditmi.attacks.base import NeuralAttack, positive_int, safe_std, standardise
+from auditmi.attacks.neural import NeuralAttack, safe_std, standardise
 from auditmi.errors import InputError
+from auditmi.validate import positive_int
 
 
 class VectorAttack(NeuralAttack):

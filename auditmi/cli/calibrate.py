@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 @handle_errors
 def calibrate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
-    shadow_data: Annotated[Optional[list[Path]], typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
+    shadow_data: Annotated[list[Path] | None, typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
     arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
     epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
@@ -27,24 +27,23 @@ def calibrate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
-    shadow_encoder: Annotated[Optional[str], typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
-    members: Annotated[Optional[list[Path]], typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
-    non_members: Annotated[Optional[list[Path]], typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
+    shadow_encoder: Annotated[str | None, typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
+    members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
+    non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
     attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     engine: Annotated[str, typer.Option("--engine", help="Where the feature stage runs: local or ray (see `auditmi scan --help`); shadow pre-training stays local.")] = "local",
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
-    import json
-
     from auditmi._paths import precheck
     from auditmi.engines import check_engine
 
     check_engine(engine)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
-    from auditmi.audit import CalibrateOptions, run_calibrate
+    from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
+    from auditmi.report import calibrate_summary, write_json
 
     kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
@@ -53,17 +52,13 @@ def calibrate(
                             attacks=kinds, optimizer=optimizer, lr=lr, engine=engine,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
-        path, cal = run_calibrate(opts, progress=cb, command=command_line())
-    summary = {"bundle": str(path), "default_attack": cal.default_attack,
-               "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
-               "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
+        result = run_calibrate(opts, progress=cb, command=command_line())
     if json_out:
-        text = json.dumps(summary, indent=2, default=lambda o: None)
+        write_json(calibrate_summary(result), json_out)
         if json_out == "-":
-            typer.echo(text)
             return
-        Path(json_out).write_text(text + "\n")
-    t = Table(title=f"held-out shadow metrics ({cal.meta['n_heldout']} images; fitted on {cal.meta['n_fit']})")
+    cal = result.calibration
+    t = Table(title=f"held-out shadow metrics ({result.n_heldout} images; fitted on {result.n_fit})")
     for c in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR"):
         t.add_column(c)
     for k, a in cal.attacks.items():
@@ -72,4 +67,4 @@ def calibrate(
         t.add_row(k + star, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
                   fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]))
     out.print(t)
-    err.print(f"calibration bundle written to {path}")
+    err.print(f"calibration bundle written to {result.bundle}")

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import fmt, out, progress_bar
+
+if TYPE_CHECKING:
+    from auditmi.jobs.evaluate import EvaluateResult
+
+# Short column heads keep the table within 80 columns; the legend under it spells them out.
+_COLUMNS = ("classifier", "acc", "prec", "recall", "AUC", "TPR@1%", "TPR@.1%", "cal.TPR", "cal.FPR")
+_LEGEND = ("acc, prec, recall: accuracy, precision and recall at the shadow calibration's accuracy threshold. "
+           "AUC: ROC AUC. TPR@1%, TPR@.1%: true-positive rate at 1% and 0.1% false-positive rate on these images. "
+           "cal.TPR, cal.FPR: the rates on these images at the threshold calibrated for 1% FPR on the shadow data.")
+
+
+def print_evaluation(result: EvaluateResult, console: Console = out) -> None:
+    """The metrics table (fits 80 columns; long text wraps at word boundaries)."""
+    t = Table(title=f"{result.n_members} members vs {result.n_non_members} non-members (positive class: member)",
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1), caption=_LEGEND, caption_justify="left")
+    for col in _COLUMNS:
+        t.add_column(col, justify="left" if col == "classifier" else "right")
+    for c in result.classifiers:
+        m = c.metrics
+        cf = next(a for a in c.at_calibrated_fpr if a.target_fpr == 0.01)
+        t.add_row(c.kind, fmt(m.accuracy), fmt(m.precision), fmt(m.recall), fmt(m.roc_auc), fmt(m.tpr_at_1pct_fpr),
+                  fmt(m.tpr_at_0_1pct_fpr), fmt(cf.tpr), fmt(cf.achieved_fpr))
+    console.print(t)
 
 
 @app.command()
@@ -21,13 +46,13 @@ def evaluate(
     non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on.")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     engine: Annotated[str, typer.Option("--engine", help="local or ray (see `auditmi scan --help`).")] = "local",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (local) or embedding actors (ray); default: chosen for the machine.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (local) or embedding actors (ray); default: chosen for the machine.")] = None,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""
     from auditmi._paths import precheck
@@ -35,23 +60,14 @@ def evaluate(
 
     check_engine(engine)
     precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
-    from auditmi.audit import run_evaluate
-    from auditmi.report import write_json
+    from auditmi.jobs.evaluate import run_evaluate
+    from auditmi.report import evaluate_report, write_json
 
     with progress_bar(not quiet) as cb:
-        rep = run_evaluate(encoder, calibration, members, non_members, seed=seed, device=device, batch_size=batch_size,
-                           cache_dir=cache_dir, use_cache=not no_cache, progress=cb, command=command_line(),
-                           workers=workers, engine=engine)
+        result = run_evaluate(encoder, calibration, members, non_members, seed=seed, device=device, batch_size=batch_size,
+                              cache_dir=cache_dir, use_cache=not no_cache, progress=cb, workers=workers, engine=engine)
     if json_out:
-        write_json(rep, json_out)
+        write_json(evaluate_report(result, command=command_line()), json_out)
         if json_out == "-":
             return
-    c = rep["counts"]
-    t = Table(title=f"membership inference on {c['members']} members and {c['non_members']} non-members (positive class: member)")
-    for col in ("classifier", "accuracy", "precision", "recall", "ROC AUC", "TPR@1%FPR", "TPR@0.1%FPR", "TPR / FPR at calibrated 1% FPR"):
-        t.add_column(col)
-    for k, m in rep["metrics"].items():
-        cf = m["at_calibrated_fpr"]["0.01"]
-        t.add_row(k, fmt(m["accuracy"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["roc_auc"]),
-                  fmt(m["tpr_at_1pct_fpr"]), fmt(m["tpr_at_0_1pct_fpr"]), f"{fmt(cf['tpr'])} / {fmt(cf['achieved_fpr'])}")
-    out.print(t)
+    print_evaluation(result)

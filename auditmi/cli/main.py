@@ -6,7 +6,8 @@ import functools
 import shlex
 import sys
 import traceback
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
@@ -79,5 +80,3 @@ def run() -> None:
     _register()
     app()
 
-
-_register_done = False

@@ -28,8 +28,8 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Pre-train an encoder with SimCLR; interrupted runs resume from the last checkpoint."""
-    from auditmi.audit import discover_images
     from auditmi.encoders import resolve_device
+    from auditmi.jobs.common import discover_images
     from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 
     tensors, shas, skipped = load_training_images(discover_images(data, "training"), image_size)

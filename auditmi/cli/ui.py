@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import math
+from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
@@ -28,7 +29,7 @@ def progress_bar(enabled: bool = True) -> Iterator:
         return
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=err, transient=False)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def cb(stage: str, done: int, total: int) -> None:
         if stage not in tasks:
@@ -40,8 +41,8 @@ def progress_bar(enabled: bool = True) -> Iterator:
 
 
 def fmt(x: float | None, spec: str = ".3f") -> str:
-    """Format a number or show a dash for missing values."""
-    if x is None:
+    """Format a number, or show a dash for a missing or non-finite value (the JSON reports write null)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     try:
         return format(x, spec)

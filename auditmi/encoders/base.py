@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from auditmi.bundle import sha256_file  # noqa: F401  (re-exported: encoders hash their weight files)
 from auditmi.errors import InputError
 
 
@@ -23,15 +24,6 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as e:
         raise InputError(f"invalid --device {device!r}: {e}. Use auto, cpu or cuda.") from e
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:

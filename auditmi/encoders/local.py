@@ -1,20 +1,32 @@
 """auditmi's own checkpoint format: a folder with ``encoder.json`` + ``model.safetensors``.
 
-Loading reads JSON and safetensors only, so a shared checkpoint can never execute code. The
-weights' sha256 is recorded in the JSON and checked on load.
+Loading reads JSON and safetensors only, so a shared checkpoint can never execute code. The folder
+is written, pinned and committed as a whole by :mod:`auditmi.bundle`: the JSON records the sha256
+of the weights and of itself, so an edited ``encoder.json`` or weight file is refused (exit 4), and
+every field is validated on load (architecture, input size, normalisation, the weights' file name).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from auditmi import __version__
-from auditmi._io import atomic_write, atomic_write_text
-from auditmi.encoders.base import Encoder, prepare_module, sha256_file
+from auditmi import validate as V
+from auditmi.bundle import (
+    PIN_KEY,
+    load_arrays,
+    read_metadata,
+    recover,
+    safe_member,
+    verify,
+    write_bundle,
+)
+from auditmi.encoders.base import Encoder, prepare_module
 from auditmi.errors import EncoderUnavailableError
 from auditmi.models import build_backbone
 
@@ -24,6 +36,11 @@ CONFIG_NAME = "encoder.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
+#: Input sizes a checkpoint may declare: a view batch is n_views x batch x 3 x size^2 floats, so
+#: 6000 px would need tens of GB; 1024 px covers every encoder auditmi trains or wraps.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+#: Largest width/depth value an architecture may declare (ResNet-18 at width 64 uses 64 and 2).
+MAX_ARCH_VALUE = 4096
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -40,14 +57,17 @@ def save_checkpoint(
     mean: tuple[float, ...] = DEFAULT_MEAN,
     std: tuple[float, ...] = DEFAULT_STD,
     extra: dict[str, Any] | None = None,
+    extra_files: Mapping[str, Callable[[str], None]] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (weights first, then the JSON that names them)."""
-    from safetensors.torch import save_file
+    """Write a checkpoint folder as one atomic commit, pinned as a whole (:mod:`auditmi.bundle`).
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    ``extra_files`` (name -> writer of a path) are committed and pinned with it (e.g. the training
+    state of a resumable pre-training run, so weights and state can never disagree).
+    """
+    from safetensors.torch import save as to_bytes
+
     state = {k: v.detach().to("cpu").contiguous() for k, v in backbone.state_dict().items()}
-    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
+    blob = to_bytes(state)
     cfg = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -58,59 +78,85 @@ def save_checkpoint(
         "std": [float(s) for s in std],
         "embedding_dim": int(getattr(backbone, "out_dim", 0)),
         "weights": WEIGHTS_NAME,
-        "weights_sha256": sha256_file(out / WEIGHTS_NAME),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
         **(extra or {}),
     }
-    atomic_write_text(out / CONFIG_NAME, json.dumps(cfg, indent=2))
-    return out
+
+    def write_weights(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+
+    write_bundle(path, CONFIG_NAME, cfg, {WEIGHTS_NAME: write_weights, **(extra_files or {})}, what="encoder checkpoint")
+    return Path(path)
+
+
+_FIX = "Re-copy the checkpoint folder from its source, or re-create it."
+
+
+def _legacy(root: Path) -> Callable[[dict[str, Any]], str]:
+    def reason(cfg: dict[str, Any]) -> str:
+        return (
+            f"{root / CONFIG_NAME} was written by auditmi {cfg.get('auditmi_version')} without a {PIN_KEY}: edits to it "
+            f"could not be detected, so this auditmi refuses it. Re-create the checkpoint (e.g. `auditmi pretrain`), or, "
+            f"if you trust this copy, pin it with `python -m auditmi.bundle repin {root}`."
+        )
+
+    return reason
+
+
+def _check_architecture(arch: Any) -> dict[str, Any]:
+    err = EncoderUnavailableError
+    V.mapping("architecture", arch, error=err)
+    if not isinstance(arch.get("arch"), str):
+        raise err(f"architecture.arch must be a name, got {arch.get('arch')!r}.")
+    for k, v in arch.items():
+        if k == "arch":
+            continue
+        items = v if isinstance(v, list) else [v]
+        if not items or len(items) > 16 or not all(V.is_int(x) and 1 <= x <= MAX_ARCH_VALUE for x in items):
+            raise err(f"architecture.{k} must be an integer (or a list of up to 16) from 1 to {MAX_ARCH_VALUE}, got {v!r}.")
+    return arch
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a checkpoint's ``encoder.json``."""
-    p = Path(path) / CONFIG_NAME
-    try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError as e:
-        raise EncoderUnavailableError(f"{path} is not an auditmi encoder folder: {CONFIG_NAME} is missing.") from e
-    except (OSError, json.JSONDecodeError) as e:
-        raise EncoderUnavailableError(f"cannot read {p}: {e}") from e
-    if cfg.get("format") != FORMAT:
-        raise EncoderUnavailableError(f"{p} is not an auditmi encoder config (format={cfg.get('format')!r}).")
-    if cfg.get("schema_version") != SCHEMA_VERSION:
-        raise EncoderUnavailableError(
-            f"{p} has encoder schema_version {cfg.get('schema_version')} but this auditmi "
-            f"({__version__}) reads version {SCHEMA_VERSION}; re-export the encoder with a matching auditmi."
-        )
+    """Read, verify (pin, files) and validate a checkpoint's ``encoder.json``; errors exit 4 with the reason."""
+    root = Path(path)
+    recover(root)
+    p = root / CONFIG_NAME
+    if not p.is_file():
+        raise EncoderUnavailableError(f"{path} is not an auditmi encoder folder: {CONFIG_NAME} is missing.")
+    err = EncoderUnavailableError
+    cfg = read_metadata(p, err, _FIX, what="encoder config")
+    files = verify(root, CONFIG_NAME, cfg, fmt=FORMAT, schema_version=SCHEMA_VERSION, error=err, fix=_FIX,
+                   legacy=_legacy(root), what="encoder config")
+    weights = cfg.get("weights", WEIGHTS_NAME)
+    safe_member(root, weights, err, _FIX)
+    if weights not in files:
+        raise err(f"{p} names weights {weights!r} that its 'files' list does not pin. {_FIX}")
+    if cfg.get("weights_sha256", files[weights]) != files[weights]:
+        raise err(f"{p} records two different hashes for {weights}. {_FIX}")
+    _check_architecture(cfg.get("architecture"))
+    V.int_in("input_size", cfg.get("input_size"), MIN_INPUT_SIZE, MAX_INPUT_SIZE, error=err)
+    V.finite_list("mean", cfg.get("mean"), length=3, error=err)
+    std = V.finite_list("std", cfg.get("std"), length=3, error=err)
+    if min(std) <= 0:
+        raise err(f"std must hold 3 numbers > 0 (it divides the pixels), got {std}.")
+    if cfg.get("embedding_dim") is not None and (not V.is_int(cfg["embedding_dim"]) or cfg["embedding_dim"] < 0):
+        raise err(f"embedding_dim must be an integer >= 0, got {cfg['embedding_dim']!r}.")
+    cfg["_weights_sha256"] = files[weights]
     return cfg
 
 
 def load_backbone(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the backbone of a checkpoint folder and load its verified weights (on the CPU)."""
-    from safetensors.torch import load_file
-
     cfg = read_config(path)
     wpath = Path(path) / cfg.get("weights", WEIGHTS_NAME)
-    if not wpath.is_file():
-        raise EncoderUnavailableError(f"encoder weights {wpath} are missing.")
-    digest = sha256_file(wpath)
-    if not cfg.get("weights_sha256"):
-        raise EncoderUnavailableError(
-            f"{Path(path) / CONFIG_NAME} records no weights_sha256, so {wpath.name} cannot be checked for corruption or "
-            f"tampering. Checkpoints saved by auditmi always record it; if you trust this file, add "
-            f'"weights_sha256": "{digest}" (its sha256 now) to {CONFIG_NAME}.'
-        )
-    if digest != cfg["weights_sha256"]:
-        raise EncoderUnavailableError(
-            f"{wpath} does not match the sha256 recorded in {CONFIG_NAME} (file changed or corrupt); "
-            "re-copy the checkpoint folder."
-        )
     model = build_backbone(cfg["architecture"])
+    state = load_arrays(wpath, EncoderUnavailableError, _FIX, framework="torch")
     try:
-        state = load_file(str(wpath))
         model.load_state_dict(state, strict=True)
-    except Exception as e:  # safetensors header errors, shape mismatches
+    except Exception as e:  # shape or name mismatches
         raise EncoderUnavailableError(f"cannot load weights from {wpath}: {e}") from e
-    cfg["_weights_sha256"] = digest
     return model, cfg
 
 

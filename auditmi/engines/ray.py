@@ -44,6 +44,7 @@ from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
 from auditmi.features import n_features
 from auditmi.images import Skipped
 from auditmi.pipeline import STAT_NAMES, FeatureSet, ProgressFn, assemble, default_batch_size
+from auditmi.validate import positive_int
 from auditmi.views import ViewConfig, working_side
 
 #: Logical CPU share of a CPU embedding actor and of a decode task on a CPU-only cluster: n
@@ -230,8 +231,8 @@ def compute_features_ray(
     paths = [Path(p) for p in paths]
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise InputError(f"invalid --device {device!r} for --engine ray: use auto, cpu or cuda.")
-    if num_actors is not None and num_actors < 1:
-        raise InputError(f"--workers is the number of embedding actors with --engine ray: at least 1 (got {num_actors}).")
+    if num_actors is not None:
+        positive_int("--workers (the number of embedding actors with --engine ray)", num_actors)
     n_views = view_cfg.n_views
     if not paths:
         return assemble(paths, {}, {}, [], 0, n_views, {"seconds": 0.0})
@@ -245,9 +246,7 @@ def compute_features_ray(
         raise InputError("--device cuda was requested but the Ray cluster has no GPU; use --device auto or cpu.")
     on_gpu = n_gpus > 0 and device != "cpu"
     actors = num_actors or (n_gpus if on_gpu else n_cpus)
-    bs = default_batch_size(encoder, "cuda" if on_gpu else "cpu") if batch_size is None else batch_size
-    if bs < 1:
-        raise InputError(f"--batch-size must be positive (got {bs}).")
+    bs = default_batch_size(encoder, "cuda" if on_gpu else "cpu") if batch_size is None else positive_int("--batch-size", batch_size)
     per_batch = max(1, bs // n_views)
     from ray.data import ActorPoolStrategy, DataContext
 

@@ -29,8 +29,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fmnist_setup import encoder_plan, images_for, make_splits  # noqa: E402
 
-from auditmi.audit import CalibrateOptions, run_calibrate  # noqa: E402
 from auditmi.encoders.base import sha256_file  # noqa: E402
+from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate  # noqa: E402
 from auditmi.shadow import train_encoder  # noqa: E402
 
 N_SUSPECT = 40
@@ -39,7 +39,7 @@ N_REFERENCE = 200
 
 def save(x, idx, folder: Path, names: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for i, name in zip(idx, names):
+    for i, name in zip(idx, names, strict=True):
         Image.fromarray(x[i, 0].numpy()).save(folder / name)
 
 

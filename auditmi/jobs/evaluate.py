@@ -1,0 +1,91 @@
+"""``evaluate``: per-classifier metrics on images whose membership the user knows (model builders)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditmi import stats as S
+from auditmi.cache import FeatureCache, default_cache_dir
+from auditmi.calibration import load_calibration
+from auditmi.encoders import load_encoder
+from auditmi.images import Skipped
+from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
+from auditmi.pipeline import cache_key
+from auditmi.views import ViewConfig
+
+#: Calibrated false-positive rates at which evaluate also reports the achieved TPR and FPR.
+CALIBRATED_FPRS = (0.01, 0.001)
+
+
+@dataclass(frozen=True)
+class AtCalibratedFpr:
+    """A classifier used at the threshold calibrated for a target FPR, measured on known images."""
+
+    target_fpr: float
+    threshold: float
+    tpr: float
+    achieved_fpr: float
+
+
+@dataclass(frozen=True)
+class ClassifierEvaluation:
+    """One classifier's metrics on the known members and non-members."""
+
+    kind: str
+    metrics: S.BinaryMetrics  # at the accuracy threshold from the shadow calibration
+    at_calibrated_fpr: list[AtCalibratedFpr]
+    roc: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Metrics of every calibrated classifier, with provenance."""
+
+    created: _dt.datetime
+    encoder: dict[str, Any]
+    calibration_path: Path | None
+    calibration_sha256: str | None
+    default_attack: str
+    n_members: int
+    n_non_members: int
+    skipped: list[Skipped]
+    classifiers: list[ClassifierEvaluation]
+    views: ViewConfig
+    seed: int
+    environment: dict[str, Any]
+
+
+def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | Path], non_members: Sequence[str | Path],
+                 seed: int = 0, device: str = "auto", batch_size: int | None = None, cache_dir: str | Path | None = None,
+                 use_cache: bool = True, progress: Progress | None = None, workers: int | None = None,
+                 engine: str = "local") -> EvaluateResult:
+    """Per-classifier metrics on images whose membership the user knows (model builders)."""
+    cal = load_calibration(calibration)
+    enc = load_encoder(encoder, device)
+    cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
+    mf = features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
+    nf = features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members",
+                  engine, device)
+    require_usable(mf, "member")
+    require_usable(nf, "non-member")
+    x = np.concatenate([mf.features, nf.features])
+    y = np.concatenate([np.ones(mf.n, int), np.zeros(nf.n, int)])
+    classifiers = []
+    for kind, ac in cal.attacks.items():
+        sc = ac.attack.score(x)
+        at = []
+        for f in CALIBRATED_FPRS:
+            t = ac.threshold_at(f)
+            fl = sc >= t
+            at.append(AtCalibratedFpr(f, float(t), float(fl[y == 1].mean()), float(fl[y == 0].mean())))
+        classifiers.append(ClassifierEvaluation(kind, S.binary_metrics(y, sc, ac.thresholds["accuracy"]), at, S.roc_points(y, sc)))
+    return EvaluateResult(created=_dt.datetime.now(_dt.timezone.utc), encoder=enc.describe(), calibration_path=cal.path,
+                          calibration_sha256=cal.sha256, default_attack=cal.default_attack, n_members=mf.n, n_non_members=nf.n,
+                          skipped=mf.skipped + nf.skipped, classifiers=classifiers, views=cal.views, seed=seed,
+                          environment=environment())
