@@ -109,7 +109,8 @@ def _decode(batch: dict[str, np.ndarray], cached: frozenset[str], max_side: int,
     from auditmi.pipeline import decode_data
 
     n = len(batch["i"])
-    out: dict[str, Any] = {"i": batch["i"].astype(np.int64), "sha": batch["sha"], "error": batch["error"].copy(),
+    # Object arrays: a fixed-width numpy string column would truncate a longer skip reason.
+    out: dict[str, Any] = {"i": batch["i"].astype(np.int64), "sha": batch["sha"], "error": np.array([str(e) for e in batch["error"]], dtype=object),
                            "cached": np.zeros(n, bool), "todo": np.zeros(n, bool), "h": np.zeros(n, np.int64), "w": np.zeros(n, np.int64),
                            "ow": np.zeros(n, np.int64), "oh": np.zeros(n, np.int64),
                            "stats": np.zeros((n, len(STAT_NAMES)), np.float32), "pixels": np.array([b""] * n, dtype=object)}
