@@ -5,7 +5,7 @@ Plan of the Ray Data pipeline (one dataset, streamed):
 1. ``from_items`` of (index, path), in blocks of :func:`read_block_size` images;
 2. CPU tasks read each file into bytes and hash it (a dataset of paths and bytes), then decode
    it, downscale it and compute its encoder-free statistics, with the same functions as the local
-   engine (:func:`auditmi.pipeline.read_file`, :func:`auditmi.pipeline.decode_data`). An
+   engine (:func:`auditmi.decoding.read_file`, :func:`auditmi.decoding.decode_data`). An
    unreadable or undecodable file becomes a row with a skip reason, never an exception: Ray Data
    fails the whole job on the first error in user code. Images whose sha256 is already in the
    feature cache are not decoded;
@@ -97,7 +97,7 @@ def read_block_size(n_images: int, n_actors: int, images_per_batch: int) -> int:
 
 def _read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """CPU task: paths -> paths and bytes (with sha256, or the reason a file cannot be read)."""
-    from auditmi.pipeline import read_file
+    from auditmi.decoding import read_file
 
     got = [read_file(Path(p)) for p in batch["path"]]
     return {"i": batch["i"], "path": batch["path"], "bytes": np.array([g[0] for g in got], dtype=object),
@@ -106,7 +106,7 @@ def _read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def _decode(batch: dict[str, np.ndarray], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, np.ndarray]:
     """CPU task: bytes -> downscaled pixels (flat uint8 bytes + shape) and image statistics."""
-    from auditmi.pipeline import decode_data
+    from auditmi.decoding import decode_data
 
     n = len(batch["i"])
     # Object arrays: a fixed-width numpy string column would truncate a longer skip reason.
