@@ -90,9 +90,10 @@ def connect() -> bool:
     return True
 
 
-def read_block_size(n_images: int, n_actors: int, images_per_batch: int) -> int:
-    """Images per read/decode task: about four tasks per actor, between one batch and 1,024."""
-    return max(images_per_batch, min(1024, math.ceil(n_images / max(1, 4 * n_actors))))
+def read_block_size(n_images: int, n_slots: int, images_per_batch: int) -> int:
+    """Images per read/decode task: about four tasks per CPU (or actor, if more), between one
+    actor batch and 1,024 images."""
+    return max(images_per_batch, min(1024, math.ceil(n_images / max(1, 4 * n_slots))))
 
 
 def _read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -257,7 +258,7 @@ def compute_features_ray(
     ctx.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     items = [{"i": i, "path": str(p)} for i, p in enumerate(paths)]
-    block = read_block_size(len(paths), actors, per_batch)
+    block = read_block_size(len(paths), max(actors, n_cpus), per_batch)
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / block)))
     decode_cpus = 1.0 if on_gpu else CPU_DECODE_SHARE
     ds = ds.map_batches(_read, batch_format="numpy", batch_size=None, num_cpus=decode_cpus)
