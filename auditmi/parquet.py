@@ -1,10 +1,10 @@
-"""Per-image results at scale: one Parquet row per scored image, and the capped JSON image list.
+"""Per-image results at scale: one Parquet row per scored image.
 
 A scan of a million images cannot list every image in its JSON report (nor validate, render or
 diff it). ``scan --parquet FILE`` writes every scored image's row (path, sha256, score, member
 probability, decision, p-value, BH flag, membership features and encoder-free image statistics)
-with pyarrow, and :func:`cap_image_list` keeps the JSON report's aggregate (computed on every
-image) with only the highest-scoring images listed, saying so in ``images_listed``.
+with pyarrow; the JSON report then lists only the highest-scoring images
+(:func:`auditmi.report.build.cap_image_list`) and says so in ``images_listed``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ from auditmi import __version__
 from auditmi._io import atomic_write
 from auditmi.errors import InputError
 from auditmi.pipeline import STAT_NAMES, FeatureSet
-from auditmi.validate import int_in
 
 if TYPE_CHECKING:
     from auditmi.jobs.scan import ScoredImage
-
-#: Default most images listed in a JSON scan report (the Parquet file has all of them).
-DEFAULT_MAX_REPORT_IMAGES = 10_000
 
 
 def _pyarrow() -> Any:
@@ -70,18 +66,3 @@ def write_image_table(dest: str | Path, image_rows: Sequence[ScoredImage], fs: F
 
     table = image_table(image_rows, fs, features)
     return atomic_write(dest, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-
-
-def cap_image_list(report: dict[str, Any], cap: int = DEFAULT_MAX_REPORT_IMAGES, parquet: str | Path | None = None) -> dict[str, Any]:
-    """Keep at most ``cap`` images in ``report["images"]`` (the highest scores; ties by path)
-    and record what is listed in ``report["images_listed"]``. The aggregate is untouched."""
-    cap = int_in("--max-report-images", cap, 0, 10**9)
-    rows = report["images"]
-    complete = len(rows) <= cap
-    if not complete:
-        rows = sorted(rows, key=lambda r: (-r["score"], r["path"]))[:cap]
-    report["images"] = rows
-    report["images_listed"] = {"n_scored": report["aggregate"]["n_scored"], "n_listed": len(rows), "complete": complete,
-                               "cap": cap, "order": "input" if complete else "score-descending",
-                               "parquet": None if parquet is None else str(parquet)}
-    return report

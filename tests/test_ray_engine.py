@@ -170,8 +170,9 @@ def test_ray_scan_resumes_after_the_driver_is_killed(ray_cluster: str, tmp_path:
 def test_parquet_table_and_capped_list_without_ray(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     from auditmi.jobs.scan import ScoredImage
-    from auditmi.parquet import cap_image_list, write_image_table
+    from auditmi.parquet import write_image_table
     from auditmi.pipeline import STAT_NAMES, FeatureSet, ImageRow
+    from auditmi.report import cap_image_list
 
     rng = np.random.default_rng(0)
     n = 7

@@ -172,11 +172,7 @@ def scan(
             comparison = {"error": str(e)}
             err.print(Text.assemble(("warning: ", "yellow"), f"{e} The report is written without the truth comparison."))
         result = dataclasses.replace(result, truth=comparison)
-    full = scan_report(result, command=command_line())
-    from auditmi.parquet import cap_image_list
-
-    # The JSON lists the top images of a large scan (the HTML's score histogram keeps them all).
-    report = cap_image_list(dict(full), max_report_images, parquet)
+    report = scan_report(result, command=command_line(), max_images=max_report_images, parquet=parquet)
     try:
         validate_report(report)
     except InvalidReportError as e:
@@ -186,7 +182,8 @@ def scan(
     if json_out:
         write_json(report, json_out)
     if html:
-        write_html(full, html)
+        # The HTML's score histogram needs every score, also when the JSON lists only the top images.
+        write_html(report if report["images_listed"]["complete"] else scan_report(result, command=command_line(), max_images=None), html)
         err.print(f"HTML report written to {html}")
     if json_out != "-":
         print_report(result, show)

@@ -11,6 +11,7 @@ Values are left as Python/numpy values; :mod:`auditmi.report.jsondoc` makes them
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,13 +26,21 @@ if TYPE_CHECKING:
 
 EVALUATE_KIND = "auditmi.evaluate-report"
 
+#: Default most images listed in a scan report (``scan --max-report-images``; ``--parquet`` has all).
+DEFAULT_MAX_REPORT_IMAGES = 10_000
+
 
 def _iso(t: Any) -> str:
     return t.isoformat(timespec="seconds")
 
 
-def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
-    """The scan report document of ``result`` (``command``: the command line, for provenance)."""
+def scan_report(result: ScanResult, command: str = "", max_images: int | None = DEFAULT_MAX_REPORT_IMAGES,
+                parquet: str | Path | None = None) -> dict[str, Any]:
+    """The scan report document of ``result`` (``command``: the command line, for provenance).
+
+    At most ``max_images`` images are listed (None: all), see :func:`cap_image_list`;
+    ``parquet``: the Parquet file holding every image's row, if one was written.
+    """
     v, st, thr, cal, cfg = result.verdict, result.statistics, result.threshold, result.calibration, result.config
     n = len(result.images)
     report: dict[str, Any] = {
@@ -79,6 +88,23 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
     }
     if result.truth is not None:
         report["truth"] = result.truth
+    return cap_image_list(report, len(result.images) if max_images is None else max_images, parquet)
+
+
+def cap_image_list(report: dict[str, Any], cap: int, parquet: str | Path | None = None) -> dict[str, Any]:
+    """Keep at most ``cap`` images in ``report["images"]`` (the highest scores; ties by path) and
+    record what is listed in ``report["images_listed"]``. The aggregate (every image) is untouched."""
+    from auditmi.validate import int_in
+
+    cap = int_in("--max-report-images", cap, 0, 10**9)
+    rows = report["images"]
+    complete = len(rows) <= cap
+    if not complete:
+        rows = sorted(rows, key=lambda r: (-r["score"], r["path"]))[:cap]
+    report["images"] = rows
+    report["images_listed"] = {"n_scored": report["aggregate"]["n_scored"], "n_listed": len(rows), "complete": complete,
+                               "cap": cap, "order": "input" if complete else "score-descending",
+                               "parquet": None if parquet is None else str(parquet)}
     return report
 
 
