@@ -120,7 +120,7 @@ def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_pat
     sus, ref = _example_subset(tmp_path)
     local = _scan(sus, ref, tmp_path / "local.json", tmp_path / "c-local")
     ray_rep = _scan(sus, ref, tmp_path / "ray.json", tmp_path / "c-ray", "--engine", "ray", "--parquet", tmp_path / "ray.parquet",
-                    "--max-report-images", "10")
+                    "--max-report-images", "10", "--html", tmp_path / "ray.html")
     assert ray_rep["verdict"] == local["verdict"]
     assert ray_rep["config"]["engine"] == "ray" and local["config"]["engine"] == "local"
     assert ray_rep["aggregate"]["n_skipped"] == local["aggregate"]["n_skipped"] == 1
@@ -128,6 +128,7 @@ def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_pat
     assert ray_rep["images_listed"] == {"n_scored": 40, "n_listed": 10, "complete": False, "cap": 10, "order": "score-descending",
                                         "parquet": str(tmp_path / "ray.parquet")}
     assert local["images_listed"]["complete"] is True
+    assert "n = 40" in (tmp_path / "ray.html").read_text()  # the HTML's histogram has every score, not the 10 listed
     local_scores = {r["path"]: r["score"] for r in local["images"]}
     top = sorted(local_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     assert [r["path"] for r in ray_rep["images"]] == [p for p, _ in top]
