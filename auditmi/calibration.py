@@ -65,6 +65,16 @@ class AttackCalibration:
         """Decision threshold whose held-out shadow FPR is at most ``fpr``."""
         return S.threshold_at_fpr(self.heldout_scores[self.heldout_labels == 0], fpr)
 
+    def check_fpr(self, fpr: float) -> None:
+        """Refuse a target FPR finer than the held-out non-members resolve (1 / their number):
+        below it the threshold flags no held-out non-member, and its true rate is not established."""
+        n_null = int((self.heldout_labels == 0).sum())
+        finest = S.fpr_resolution(n_null)
+        if fpr < finest * (1 - 1e-9):
+            raise InputError(f"--fpr {fpr:g} is finer than the calibration can resolve: its held-out set has {n_null} shadow "
+                             f"non-members, so the finest --fpr available is {finest:.3g} (1/{n_null}). Use --fpr {finest:.3g} or "
+                             "more, omit --fpr (accuracy threshold), or re-calibrate with more shadow images.")
+
     def tpr_fpr_at(self, threshold: float) -> tuple[float, float]:
         """Held-out (TPR, FPR) of the decision ``score >= threshold``."""
         pos = self.heldout_labels == 1

@@ -218,9 +218,11 @@ def compute_features(
     t_start = time.perf_counter()
     paths = list(paths)
     n_views = view_cfg.n_views
-    bs = default_batch_size(encoder) if batch_size is None else batch_size  # not `or`: 0 must be refused, not replaced
+    bs = (encoder.batch_size or default_batch_size(encoder)) if batch_size is None else batch_size  # not `or`: 0 is refused
     if bs < 1:
         raise InputError(f"--batch-size must be positive (got {bs}).")
+    if encoder.preflight is not None:  # e.g. an HTTP encoder's query budget: refuse before any work
+        encoder.preflight(len(paths), n_views, bs)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
     if workers < 0:
         raise InputError(f"--workers must be 0 or more (got {workers}).")
@@ -229,7 +231,7 @@ def compute_features(
     # processes can be forked (the encoder is shared, not pickled), embed them too with one
     # thread each; on a GPU they only decode and rendering runs batched on the device.
     fork = _fork_available()
-    if encoder.device.type == "cpu" and fork:
+    if encoder.device.type == "cpu" and fork and not encoder.remote:
         # No more workers than chunks of images; a lone single-threaded worker would be slower
         # than this process using every core, so that case runs here.
         workers = min(workers, -(-len(paths) // max(1, bs // n_views)))
@@ -238,7 +240,7 @@ def compute_features(
     elif len(paths) < 64:
         workers = min(workers, 1)
     cpu = encoder.device.type == "cpu" and workers > 0
-    parallel_embed = cpu and fork
+    parallel_embed = cpu and fork and not encoder.remote  # a remote encoder keeps one client in this process
     render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if cpu else None
     if render is not None:
         # Import torchvision's roi_align once here: forked workers inherit it instead of each

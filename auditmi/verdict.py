@@ -21,7 +21,15 @@ if TYPE_CHECKING:  # the types only: importing this module must stay cheap (the 
     from auditmi.shift import ShiftCheck
     from auditmi.stats import BinomialTest, PowerEstimate, RankTest
 
-__all__ = ["Label", "TestName", "Verdict", "decide"]
+__all__ = ["MIN_SHIFT_CHECK_SET", "Label", "TestName", "Verdict", "decide"]
+
+#: Fewest distinct images per set (suspects and reference) for which the encoder-free shift check
+#: is trusted to guard a "likely-used" (or a "no-evidence"). Stratified 5-fold cross-validation
+#: needs at least 5 per set to run at all, but measured on simulated descriptors
+#: (benchmarks/shift_min_size.py) the check then misses gross shifts: with 20 suspects and 10
+#: reference images it detected a near-total one-descriptor shift (AUC 0.998) in 14 of 20 runs;
+#: with 20 in each set, in 20 of 20 (docs/method.md, "How small a set is too small").
+MIN_SHIFT_CHECK_SET = 20
 
 
 class Label(str, Enum):
@@ -87,8 +95,25 @@ def decide(
     raise ValueError("decide() needs a rank test or a binomial test")
 
 
+def _too_few_for_the_shift_check(rank: RankTest, shift: ShiftCheck) -> str | None:
+    """Why the shift check cannot be trusted with these set sizes (None when it can)."""
+    n_s, n_r = min(rank.n_suspects, shift.n_suspects), min(rank.n_reference, shift.n_reference)
+    short = [f"{n} {what} images (at least {MIN_SHIFT_CHECK_SET} {what} images are needed)"
+             for n, what in ((n_s, "suspect"), (n_r, "reference")) if n < MIN_SHIFT_CHECK_SET]
+    if not short:
+        return None
+    ran = "was not run" if shift.method == "not run" else "was run but cannot detect a shift reliably"
+    return (f"the encoder-free shift check {ran} with {' and '.join(short)}, so whether suspects and reference differ "
+            "without the encoder was not checked and a score difference (or its absence) cannot be attributed to training")
+
+
 def _with_reference(alpha: float, rank: RankTest, shift: ShiftCheck, power: PowerEstimate | None) -> Verdict:
-    if shift.distinguishable:
+    too_few = _too_few_for_the_shift_check(rank, shift)
+    if too_few is not None:
+        label = Label.INCONCLUSIVE
+        reason = (f"{too_few} (rank test p={rank.p_value:.2g}, AUC {rank.auc:.2f}). "
+                  f"Add distinct images until each set has at least {MIN_SHIFT_CHECK_SET}.")
+    elif shift.distinguishable:
         label = Label.INCONCLUSIVE
         reason = ("suspects and reference differ without the encoder, so a score difference cannot be attributed to training: "
                   + shift.reason)
@@ -108,12 +133,20 @@ def _with_reference(alpha: float, rank: RankTest, shift: ShiftCheck, power: Powe
 
 def _without_reference(alpha: float, binomial: BinomialTest) -> Verdict:
     k, n, fpr, p = binomial.n_flagged, binomial.n_total, binomial.expected_fpr, binomial.p_value
+    rate, held, loose = f"the calibrated false-positive rate {fpr:.3g}", "", ""
+    n0 = binomial.heldout_non_members
+    if n0 is not None and binomial.bound_confidence is not None:
+        conf = f"{binomial.bound_confidence:.1%}".replace(".0%", "%")
+        rate = f"the upper {conf} confidence bound {fpr:.2g} on the calibrated false-positive rate"
+        held = f"; {binomial.heldout_false_positives} of {n0} held-out shadow non-members flagged"
+        loose = (f" The bound is loose with {n0} held-out shadow non-members: calibrating on more shadow images, or adding "
+                 "--reference with known non-members, makes the audit more sensitive.")
     if p < alpha:
         label = Label.LIKELY_USED
-        reason = (f"{k} of {n} images flagged, more than the calibrated false-positive rate {fpr:.3g} explains "
-                  f"(binomial p={p:.2g}); this relies on the calibration transferring to the audited encoder. "
+        reason = (f"{k} of {n} images flagged, more than {rate} explains "
+                  f"(binomial p={p:.2g}{held}); this relies on the calibration transferring to the audited encoder. "
                   "Add --reference with known non-members for a test that does not.")
     else:
         label = Label.NO_EVIDENCE
-        reason = f"{k} of {n} images flagged, consistent with the calibrated false-positive rate {fpr:.3g} (binomial p={p:.2g})."
+        reason = f"{k} of {n} images flagged, consistent with {rate} (binomial p={p:.2g}{held}).{loose}"
     return Verdict(label, TestName.BINOMIAL, float(p), reason, alpha)

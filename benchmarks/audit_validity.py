@@ -4,7 +4,8 @@ On the bundled Fashion-MNIST example (examples/fashion, rebuilt by examples/fash
   * null: known non-members (test-split images never used for training, from manifest.json) are
     split at random into "suspects" and "reference" many times; the fraction of rank tests with
     p < 0.05 must stay at or below 0.05 (within sampling error). The reference-free binomial test
-    (which relies on the calibration transferring) is checked the same way.
+    (which relies on the calibration transferring) is checked the same way, at every --fpr the
+    scan accepts (and the finer ones it refuses are listed), with 40 and 200 suspects per draw.
   * power: 20 target members as suspects against the reference give p < 1e-3 (the scan itself on
     a folder of 20 members, plus the distribution over random draws of 20 members).
   * shift: a reference made deliberately different (brightness +40; MNIST digits) is reported as
@@ -30,6 +31,7 @@ from auditmi import stats as S
 from auditmi.calibration import load_calibration
 from auditmi.datasets import fashion_mnist, mnist_digits
 from auditmi.encoders import load_encoder
+from auditmi.errors import InputError
 from auditmi.jobs.scan import ScanOptions, run_scan
 from auditmi.pipeline import compute_features
 
@@ -44,6 +46,47 @@ def write(images: np.ndarray, folder: Path, prefix: str) -> list[Path]:
         p = folder / f"{prefix}_{i:05d}.png"
         Image.fromarray(a).save(p)
         out.append(p)
+    return out
+
+
+def _reference_free_p(ac, suspect_scores: np.ndarray, thr: float, alpha: float) -> float:
+    """The scan's reference-free p-value (auditmi.jobs.scan.statistics) for these suspect scores."""
+    null = ac.heldout_labels == 0
+    fp, n0 = int((ac.heldout_scores[null] >= thr).sum()), int(null.sum())
+    return S.calibrated_binomial_test(int((suspect_scores >= thr).sum()), len(suspect_scores), fp, n0, alpha / 2).p_value
+
+
+def _reference_free_null(ac, sn: np.ndarray, splits: int, sizes: tuple[int, ...], rng: np.random.Generator) -> dict:
+    """Rejection rate at alpha 0.05 of the reference-free test at every --fpr, over random draws of known non-members.
+
+    Also the rate of the test it replaced (against (fp + 1) / (n + 1), no bound), for comparison.
+    """
+    null = ac.heldout_labels == 0
+    n0 = int(null.sum())
+    out: dict = {"held_out_non_members": n0, "finest_fpr": S.fpr_resolution(n0), "alpha": 0.05, "splits": splits, "by_fpr": {}}
+    for fpr in (0.01, 0.025, 0.05, 0.1, None):
+        key = "accuracy" if fpr is None else f"{fpr:g}"
+        try:
+            if fpr is not None:
+                ac.check_fpr(fpr)
+        except InputError as e:
+            out["by_fpr"][key] = {"accepted": False, "message": str(e)}
+            continue
+        thr = ac.thresholds["accuracy"] if fpr is None else ac.threshold_at(fpr)
+        fp = int((ac.heldout_scores[null] >= thr).sum())
+        old_fpr = (fp + 1) / (n0 + 1)
+        row: dict = {"accepted": True, "threshold": thr, "calibrated_fpr": fp / n0, "heldout_false_positives": fp,
+                     "fpr_upper_bound_97.5": S.fpr_upper_bound(fp, n0, 0.975),
+                     "flag_rate_on_all_known_non_members": float((sn >= thr).mean())}
+        for n in sizes:
+            p_new, p_old = [], []
+            for _ in range(splits):
+                s = sn[rng.choice(len(sn), n, replace=False)]
+                p_new.append(_reference_free_p(ac, s, thr, 0.05))
+                p_old.append(S.binomial_test(int((s >= thr).sum()), n, old_fpr).p_value)
+            row[f"n_suspects={n}"] = {"rejection_rate": float((np.array(p_new) < 0.05).mean()),
+                                      "rejection_rate_before_issue_14": float((np.array(p_old) < 0.05).mean())}
+        out["by_fpr"][key] = row
     return out
 
 
@@ -78,20 +121,19 @@ def main() -> None:
         ps, pb = [], []
         thr = ac.thresholds["accuracy"]
         _, cfpr = ac.tpr_fpr_at(thr)
-        n_null = int((ac.heldout_labels == 0).sum())
-        fpr_test = (cfpr * n_null + 1) / (n_null + 1)
         for _ in range(a.splits):
             perm = rng.permutation(len(sn))
             s, r = sn[perm[: a.n_suspects]], sn[perm[a.n_suspects: a.n_suspects + a.n_reference]]
             ps.append(S.rank_test(s, r).p_value)
-            pb.append(S.binomial_test(int((s >= thr).sum()), len(s), fpr_test).p_value)
+            pb.append(_reference_free_p(ac, s, thr, 0.05))
         ps, pb = np.array(ps), np.array(pb)
         rate = float((ps < 0.05).mean())
         se = float(np.sqrt(0.05 * 0.95 / a.splits))
-        res["null"] = {"splits": a.splits, "n_suspects": a.n_suspects, "n_reference": a.n_reference,
+        res["null"] = {"splits": a.splits, "n_suspects": a.n_suspects, "n_reference": a.n_reference, "n_known_non_members": len(sn),
                        "rank_test_rejection_rate_at_0.05": rate, "standard_error": se, "within_sampling_error": rate <= 0.05 + 2 * se,
                        "binomial_test_rejection_rate_at_0.05": float((pb < 0.05).mean()),
-                       "non_member_flag_rate_at_accuracy_threshold": float((sn >= thr).mean()), "calibrated_fpr": cfpr}
+                       "non_member_flag_rate_at_accuracy_threshold": float((sn >= thr).mean()), "calibrated_fpr": cfpr,
+                       "reference_free": _reference_free_null(ac, sn, a.splits, (a.n_suspects, 200), rng)}
 
         # ---- power: 20 members vs the reference
         ref_feats = compute_features(sorted((EX / "reference").glob("*.png")), enc, cal.views, seed=0, num_workers=0).features

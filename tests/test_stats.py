@@ -409,3 +409,33 @@ def test_bootstrap_ci_covers_mean():
     lo, hi = S.bootstrap_ci(v, n=1000, seed=0)
     assert lo < v.mean() < hi and lo < 2.0 < hi and hi - lo < 0.3
     assert S.bootstrap_ci(v, n=1000, seed=0) == (lo, hi)
+
+
+# ---- issue 14 item 5: upper confidence bound on a calibrated false-positive rate
+
+
+def test_fpr_upper_bound_is_the_clopper_pearson_bound() -> None:
+    from scipy.stats import beta
+
+    from auditmi.stats import fpr_upper_bound
+
+    assert fpr_upper_bound(0, 40, 0.975) == pytest.approx(1 - 0.025 ** (1 / 40))  # 0.088: zero is not zero
+    assert fpr_upper_bound(2, 40, 0.975) == pytest.approx(beta.ppf(0.975, 3, 38))
+    assert fpr_upper_bound(40, 40, 0.975) == 1.0
+    # coverage: the bound is at or above the true rate in >= 97.5 % of draws
+    rng = np.random.default_rng(0)
+    for f in (0.01, 0.05, 0.3):
+        k = rng.binomial(40, f, size=4000)
+        cover = np.mean([fpr_upper_bound(int(x), 40, 0.975) >= f for x in k])
+        assert cover >= 0.975 - 2 * (0.025 * 0.975 / 4000) ** 0.5
+
+
+def test_calibrated_binomial_test_adds_the_bound_error_to_the_p_value() -> None:
+    from auditmi.stats import binomial_test, calibrated_binomial_test, fpr_upper_bound
+
+    b = calibrated_binomial_test(30, 200, 2, 40, 0.025)
+    u = fpr_upper_bound(2, 40, 0.975)
+    assert b.expected_fpr == pytest.approx(u) and b.calibrated_fpr == 0.05
+    assert b.p_value == pytest.approx(min(1.0, binomial_test(30, 200, u).p_value + 0.025))
+    assert b.p_value_at_bound == pytest.approx(binomial_test(30, 200, u).p_value)
+    assert calibrated_binomial_test(0, 10, 0, 40, 0.025).p_value == 1.0

@@ -89,3 +89,61 @@ def test_missing_tests_are_a_programming_error() -> None:
 def test_labels_are_the_report_strings() -> None:
     assert [label.value for label in Label] == ["likely-used", "no-evidence", "inconclusive"]
     assert Label("likely-used") is Label.LIKELY_USED and Label.LIKELY_USED == "likely-used"
+
+
+# ---- issue 14 item 4: too few images for the shift check
+
+
+def _shift_n(n_suspects: int, n_reference: int, run: bool = True) -> ShiftCheck:
+    import dataclasses
+
+    s = _shift(False)
+    if not run:
+        return dataclasses.replace(s, n_suspects=n_suspects, n_reference=n_reference, auc=float("nan"), p_value=float("nan"),
+                                   method="not run", reason="too few images for a shift check (need >= 5 per set)")
+    return dataclasses.replace(s, n_suspects=n_suspects, n_reference=n_reference)
+
+
+def _rank_n(p: float, n_suspects: int, n_reference: int) -> RankTest:
+    return RankTest(p_value=p, u_statistic=0.0, auc=0.8, auc_ci=(0.7, 0.9), n_suspects=n_suspects, n_reference=n_reference, method="exact")
+
+
+def test_four_reference_images_cannot_give_likely_used() -> None:
+    """The issue's case: 100 suspects vs 4 (shrunk) reference images, rank p=0.015, shift check not run."""
+    v = decide(0.05, rank=_rank_n(0.015, 100, 4), shift=_shift_n(100, 4, run=False), power=_power(None))
+    assert v.label is Label.INCONCLUSIVE and v.test is TestName.RANK
+    low = v.reason.lower()
+    assert "shift check" in low and "4 reference" in low and "at least 20 reference" in low
+    assert "no encoder-free difference" not in low  # the old, false reassurance
+
+
+@pytest.mark.parametrize("n_s,n_r", [(100, 19), (19, 200), (3, 3), (10, 10)])
+def test_below_the_minimum_set_size_the_verdict_is_inconclusive_whatever_the_p_value(n_s: int, n_r: int) -> None:
+    from auditmi.verdict import MIN_SHIFT_CHECK_SET
+
+    assert MIN_SHIFT_CHECK_SET == 20
+    for p in (1e-6, 0.5):
+        v = decide(0.05, rank=_rank_n(p, n_s, n_r), shift=_shift_n(n_s, n_r, run=min(n_s, n_r) >= 5), power=_power(50))
+        assert v.label is Label.INCONCLUSIVE, (n_s, n_r, p, v)
+        short = "suspect" if n_s < MIN_SHIFT_CHECK_SET else "reference"
+        assert f"at least {MIN_SHIFT_CHECK_SET} {short} images" in v.reason
+        assert "was not" in v.reason  # says what was not checked
+
+
+def test_at_the_minimum_set_size_the_usual_rules_apply() -> None:
+    from auditmi.verdict import MIN_SHIFT_CHECK_SET
+
+    n = MIN_SHIFT_CHECK_SET
+    assert decide(0.05, rank=_rank_n(0.01, n, n), shift=_shift_n(n, n)).label is Label.LIKELY_USED
+    assert decide(0.05, rank=_rank_n(0.5, n, n), shift=_shift_n(n, n)).label is Label.NO_EVIDENCE
+
+
+# ---- issue 14 item 5: the reference-free test quotes the upper bound it tests against
+
+
+def test_binomial_reason_quotes_the_upper_bound_of_the_calibrated_fpr() -> None:
+    b = BinomialTest(p_value=1e-4, n_flagged=30, n_total=80, expected_fpr=0.12, flag_rate=30 / 80,
+                     calibrated_fpr=0.05, heldout_non_members=40, heldout_false_positives=2, bound_confidence=0.975)
+    v = decide(0.05, binomial=b)
+    assert v.label is Label.LIKELY_USED
+    assert "upper 97.5% confidence bound 0.12" in v.reason and "2 of 40 held-out" in v.reason

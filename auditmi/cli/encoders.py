@@ -1,4 +1,4 @@
-"""``auditmi encoders``: the encoders auditmi knows by name."""
+"""``auditmi encoders``: the encoders auditmi knows by name, and (``--all``) every backend."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, handle_errors
 from auditmi.cli.ui import out
@@ -14,10 +15,10 @@ from auditmi.cli.ui import out
 @app.command()
 @handle_errors
 def encoders(
-    all_models: Annotated[bool, typer.Option("--all", help="Also list every open_clip architecture and pretrained tag.")] = False,
+    all_models: Annotated[bool, typer.Option("--all", help="Also list every backend with an example spec, and every open_clip architecture and pretrained tag.")] = False,
 ) -> None:
     """List encoder aliases with their input size and weights source."""
-    from auditmi.encoders import list_encoders
+    from auditmi.encoders import BACKEND_EXAMPLES, list_encoders
 
     t = Table(title="encoders")
     for c in ("name", "spec", "input size", "source"):
@@ -27,10 +28,48 @@ def encoders(
     t.add_row("open_clip:MODEL@TAG", "any open_clip model and tag", "model config", "open_clip download")
     t.add_row("open_clip:MODEL@/path", "local open_clip weights file", "model config", "file")
     t.add_row("DIR", "auditmi checkpoint folder (encoder.json + model.safetensors)", "encoder.json", "file")
+    t.add_row("FILE.pt2", "torch.export program (+ optional FILE.pt2.json sidecar)", "sidecar or 224", "file")
     t.add_row("FILE.pt", "TorchScript export (+ optional FILE.pt.json sidecar)", "sidecar or 224", "file")
     out.print(t)
     if all_models:
+        b = Table(title="backends (auditmi encoders --all)")
+        for c in ("backend", "example spec", "what", "install"):
+            b.add_column(c)
+        for name, (example, what, extra) in BACKEND_EXAMPLES.items():
+            b.add_row(Text(name), Text(example), Text(what), Text(extra))
+        out.print(b)
         import open_clip
 
+        out.print("open_clip models and pretrained tags:")
         for model, tag in open_clip.list_pretrained():
-            out.print(f"open_clip:{model}@{tag}")
+            out.print(f"open_clip:{model}@{tag}", markup=False)
+
+
+def http_preflight(spec: str, suspects: list, reference: list, calibration: object, views: int | None, batch_size: int | None) -> None:
+    """Before a scan with an HTTP encoder: print the requests and views it will send (stderr),
+    and refuse to start when that is over the config's query budget."""
+    import json
+
+    from auditmi._paths import calibration_meta_path
+    from auditmi.cli.ui import err
+    from auditmi.encoders import parse_spec
+    from auditmi.encoders.http import load_config, over_budget_error, plan
+    from auditmi.images import discover
+
+    backend, name, kind = parse_spec(spec)
+    if backend != "http":
+        return
+    cfg = load_config(name, kind == "url")
+    try:
+        n_views = int(views or json.loads(calibration_meta_path(str(calibration)).read_text())["views"]["n_views"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # the scan reports an unreadable calibration itself; the encoder still enforces the budget
+    counts = [len(discover(p).images) for p in (suspects, reference) if p]
+    plans = [plan(cfg, n, n_views, batch_size) for n in counts]
+    total = plans[0]
+    if len(plans) == 2:
+        total = type(total)(total.n_images + plans[1].n_images, n_views, total.views + plans[1].views,
+                            total.requests + plans[1].requests, cfg.budget_requests, cfg.budget_views)
+    if total.over_budget:
+        raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults")
+    err.print(total.describe(), markup=False, highlight=False)

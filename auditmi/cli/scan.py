@@ -61,9 +61,13 @@ def print_report(result: ScanResult, show: int) -> None:
     cal = result.calibration
     t.add_row("classifier", f"{cal.attack_name} (held-out shadow AUC {fmt(cal.held_out_metrics.get('roc_auc'))})")
     n_skipped = sum(s.set == "suspect" for s in result.skipped)
-    t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates)")
+    distinct = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates
+    t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates; "
+              f"{distinct} distinct images tested)")
+    if result.overlap is not None:
+        t.add_row("left out", result.overlap.reason)
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
-    t.add_row("flagged as members", f"{st.n_flagged} ({st.n_flagged / n:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
+    t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct ({st.n_flagged / distinct:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
               f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
     uf = st.used_fraction
     if uf.estimate is not None and math.isfinite(uf.estimate):
@@ -117,7 +121,7 @@ def _finite(x: float | None) -> float | None:
 @handle_errors
 def scan(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively) to audit.", show_default=False)],
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, open_clip:MODEL@/weights, an auditmi checkpoint folder, or a TorchScript file.")],
+    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, timm:NAME or timm:DIR, hf:REPO_ID or hf:DIR, http:CONFIG.toml or http:URL, a torch.export FILE.pt2, an auditmi checkpoint folder, or a TorchScript file (`auditmi encoders --all` lists them with examples).")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
     reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
@@ -153,6 +157,10 @@ def scan(
     int_in("--max-report-images", max_report_images, 0, 10**9)
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
+    if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
+        from auditmi.cli.encoders import http_preflight
+
+        http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
     tr = read_truth(truth) if truth else None
     for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []) + ([parquet] if parquet else []):
         if not dest.parent.is_dir():
@@ -179,12 +187,22 @@ def scan(
         # The report was built by auditmi itself: a schema mismatch is a bug (exit 1), not bad user
         # input (InvalidReportError is an InputError, exit 2, for report files a user passes in).
         raise RuntimeError(f"auditmi built a scan report that does not match its own schema: {e}") from e
-    if json_out:
-        write_json(report, json_out)
-    if html:
-        # The HTML's score histogram needs every score, also when the JSON lists only the top images.
-        write_html(report if report["images_listed"]["complete"] else scan_report(result, command=command_line(), max_images=None), html)
-        err.print(f"HTML report written to {html}")
+    try:
+        if json_out:
+            write_json(report, json_out)
+        if html:
+            # The HTML's score histogram needs every score, also when the JSON lists only the top images.
+            write_html(report if report["images_listed"]["complete"] else scan_report(result, command=command_line(), max_images=None), html)
+            err.print(f"HTML report written to {html}")
+    except Exception:
+        # The scan itself succeeded: never lose its summary because a report could not be written.
+        # (On stdout unless stdout was the JSON destination; the error follows on stderr.)
+        if json_out != "-":
+            print_report(result, show)
+        else:
+            err.print("The JSON report could not be written to stdout; the verdict was:", result.verdict.label.value,
+                      "-", Text(result.verdict.reason))
+        raise
     if json_out != "-":
         print_report(result, show)
     if result.verdict.label in FAILING[fail_on]:

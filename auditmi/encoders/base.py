@@ -42,7 +42,7 @@ class Encoder:
 
     Attributes:
         spec: the specification the user gave (alias, ``backend:name@tag`` or a path).
-        backend: ``open_clip``, ``local`` or ``torchscript``.
+        backend: ``open_clip``, ``local``, ``torchscript``, ``export``, ``timm``, ``hf`` or ``http``.
         input_size: side of the square input the encoder expects.
         mean, std: the encoder's own input normalisation.
         identity: a stable string that changes whenever the weights change (embedding cache key).
@@ -62,6 +62,14 @@ class Encoder:
     module: torch.nn.Module | None = None
     info: dict[str, Any] = field(default_factory=dict)
     amp: bool = True
+    #: True for encoders answered by a remote service (``http:``): the pipeline embeds in its
+    #: own process (one client, one rate limit) instead of in forked workers.
+    remote: bool = False
+    #: Views per encoder call this backend prefers (None: the pipeline's device default).
+    batch_size: int | None = None
+    #: Called by the pipeline before embedding with (images, views per image, views per call);
+    #: raises an :class:`~auditmi.errors.AuditmiError` to refuse the work (e.g. over a query budget).
+    preflight: Callable[[int, int, int], None] | None = None
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

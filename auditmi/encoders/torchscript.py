@@ -1,5 +1,9 @@
 """TorchScript backend: any framework's encoder exported with ``torch.jit.save``.
 
+TorchScript is deprecated in current torch; new exports should use torch.export (``.pt2``, see
+:mod:`auditmi.encoders.export`). Existing TorchScript files keep working, without torch's
+deprecation warning on every scan.
+
 TorchScript archives are read by TorchScript's own loader, which only rebuilds tensors and
 compiled TorchScript graphs; it does not run arbitrary Python (unlike ``torch.load`` of a
 pickled module, which auditmi never does). The model must map a normalised (B, 3, S, S) batch
@@ -11,6 +15,7 @@ without one, 224 px and ImageNet statistics are assumed and reported.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -47,7 +52,11 @@ def load_torchscript(path: str | Path, device: torch.device, spec: str) -> Encod
                 "shared files: export with torch.jit.script/trace + torch.jit.save, or write an auditmi checkpoint folder."
             )
     try:
-        module = torch.jit.load(str(p), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch.jit.load is deprecated ("switch to torch.export"): the advice is for the file's
+            # author, not for the auditor, and auditmi's README recommends .pt2 programs already.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+            module = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
         raise EncoderUnavailableError(f"cannot load TorchScript {p}: {e}") from e
     meta, meta_path = _sidecar(p)

@@ -235,6 +235,9 @@ def compute_features_ray(
         raise InputError(f"invalid --device {device!r} for --engine ray: use auto, cpu or cuda.")
     if num_actors is not None:
         positive_int("--workers (the number of embedding actors with --engine ray)", num_actors)
+    if encoder.remote:
+        raise InputError(f"encoder {encoder.spec!r} is a remote service: --engine ray embeds in Ray actors, which gains nothing "
+                         "for it; use --engine local (it keeps one client and the query budget in this process).")
     n_views = view_cfg.n_views
     if not paths:
         return assemble(paths, {}, {}, [], 0, n_views, {"seconds": 0.0})
@@ -248,7 +251,12 @@ def compute_features_ray(
         raise InputError("--device cuda was requested but the Ray cluster has no GPU; use --device auto or cpu.")
     on_gpu = n_gpus > 0 and device != "cpu"
     actors = num_actors or (n_gpus if on_gpu else n_cpus)
-    bs = default_batch_size(encoder, "cuda" if on_gpu else "cpu") if batch_size is None else positive_int("--batch-size", batch_size)
+    if batch_size is None:
+        bs = encoder.batch_size or default_batch_size(encoder, "cuda" if on_gpu else "cpu")
+    else:
+        bs = positive_int("--batch-size", batch_size)
+    if encoder.preflight is not None:  # refuse before any work, as the local engine does
+        encoder.preflight(len(paths), n_views, bs)
     per_batch = max(1, bs // n_views)
     from ray.data import ActorPoolStrategy, DataContext
 

@@ -15,6 +15,7 @@ from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.images import ImageLoadError, read_and_hash
 from auditmi.jobs.common import Progress, discover_images, environment, features
+from auditmi.jobs.sets import refuse_overlap
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 from auditmi.views import ViewConfig
 
@@ -100,8 +101,9 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     if opts.shadow_encoder:
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
-        enc = load_encoder(opts.shadow_encoder, opts.device)
         mem_paths, non_paths = discover_images(opts.members, "member"), discover_images(opts.non_members, "non-member")
+        refuse_overlap(mem_paths, non_paths, "member", "non-member")  # before any work
+        enc = load_encoder(opts.shadow_encoder, opts.device)
         shadow_meta = {"trained_by_auditmi": False, "encoder": enc.describe()}
     else:
         if not opts.shadow_data:
@@ -128,6 +130,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     mf = features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members", opts.engine, opts.device)
     nf = features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members",
                   opts.engine, opts.device)
+    refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
     if shadow_meta.get("trained_by_auditmi"):
         # Record only images that were actually used: the split hashes raw bytes, so an unreadable
         # file (listed under "skipped") would otherwise appear as a shadow member or non-member.

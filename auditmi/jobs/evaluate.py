@@ -16,6 +16,7 @@ from auditmi.calibration import load_calibration
 from auditmi.encoders import load_encoder
 from auditmi.images import Skipped
 from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
+from auditmi.jobs.sets import refuse_overlap
 from auditmi.pipeline import cache_key
 from auditmi.views import ViewConfig
 
@@ -66,14 +67,16 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
                  use_cache: bool = True, progress: Progress | None = None, workers: int | None = None,
                  engine: str = "local") -> EvaluateResult:
     """Per-classifier metrics on images whose membership the user knows (model builders)."""
+    mem_paths, non_paths = discover_images(members, "member"), discover_images(non_members, "non-member")
+    refuse_overlap(mem_paths, non_paths, "member", "non-member")  # before any work
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = features(discover_images(members, "member"), enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
-    nf = features(discover_images(non_members, "non-member"), enc, cal.views, seed, batch_size, cache, workers, progress, "non-members",
-                  engine, device)
+    mf = features(mem_paths, enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
+    nf = features(non_paths, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members", engine, device)
     require_usable(mf, "member")
     require_usable(nf, "non-member")
+    refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
     x = np.concatenate([mf.features, nf.features])
     y = np.concatenate([np.ones(mf.n, int), np.zeros(nf.n, int)])
     classifiers = []

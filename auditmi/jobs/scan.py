@@ -3,16 +3,18 @@
 The job runs as a chain of steps, one function each, so that a step can be replaced or extended
 without touching the others:
 
-    gather_images -> load_setup -> embed -> score -> statistics -> verdict.decide -> ScanResult
+    gather_images -> load_setup -> embed -> separate -> score -> statistics -> verdict.decide -> ScanResult
 
+* Suspects that are also reference images are left out of the suspects and reported; duplicate
+  images count once in every test (:mod:`auditmi.jobs.sets`).
 * With a reference set of known non-members, the dataset-level test is a one-sided
   Mann-Whitney rank test "suspects score higher than the reference" (valid for small sets), and
   per-image empirical p-values against the reference are flagged with Benjamini-Hochberg.
   Before any "likely-used", an encoder-free shift check asks whether suspects and reference
   differ in ways that are not membership; if they do, the verdict is "inconclusive".
 * Without a reference, a binomial test compares the flagged count with the calibrated
-  false-positive rate of the decision threshold; the reason says it relies on calibration
-  transfer from the shadow encoder to the audited one.
+  false-positive rate's upper confidence bound (``stats.calibrated_binomial_test``); the reason
+  says it relies on calibration transfer from the shadow encoder to the audited one.
 
 The JSON layout of the report is not known here: :mod:`auditmi.report.build` turns the result
 into the document.
@@ -33,8 +35,10 @@ from auditmi._paths import check_rates
 from auditmi.cache import FeatureCache, default_cache_dir
 from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
+from auditmi.errors import InputError
 from auditmi.features import feature_config
 from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
+from auditmi.jobs.sets import Overlap, Separated, duplicate_groups, overlapping_files, separate
 from auditmi.pipeline import FeatureSet, cache_key
 from auditmi.shift import ShiftCheck, shift_check
 from auditmi.verdict import Verdict, decide
@@ -97,7 +101,8 @@ class Threshold:
     kind: str  # "accuracy" or "fpr=<rate>"
     expected_fpr: float  # calibrated false-positive rate at this threshold
     calibrated_tpr: float
-    test_fpr: float  # the conservative FPR the binomial test uses: (fp + 1) / (n + 1)
+    heldout_non_members: int  # held-out shadow non-members the rates were measured on
+    heldout_false_positives: int  # how many of them the threshold flags
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class ReferenceSummary:
     roots: list[str]  # the reference paths as given
     n_images: int
     n_skipped: int
-    scores: list[float]
+    scores: list[float]  # one per distinct reference image
+    n_distinct: int | None = None  # distinct reference images tested
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,8 @@ class ScanResult:
     environment: dict[str, Any]
     timing: ScanTiming
     truth: dict[str, Any] | None = None  # comparison with known membership (added by the caller)
+    n_distinct: int | None = None  # distinct suspect images tested (duplicates count once)
+    overlap: Overlap | None = None  # suspects left out because they are reference images
 
 
 # --------------------------------------------------------------------------------------- steps
@@ -197,6 +205,7 @@ class ScanInputs:
 
     suspects: list[Path]
     reference: list[Path]
+    same_file: list[Path] = field(default_factory=list)  # suspect paths left out: they are reference files
 
 
 @dataclass(frozen=True)
@@ -223,10 +232,22 @@ class Scores:
 
 
 def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs:
-    """Step 1: find the suspect and reference image files."""
+    """Step 1: find the suspect and reference image files.
+
+    Suspect files that are also reference files (a suspect folder that contains the reference
+    folder, or the same folder given twice) are left out of the suspects before any work; when
+    nothing else is left, the scan is refused.
+    """
     suspects = discover_images(images, "suspect")
     refs = discover_images(opts.reference, "reference") if opts.reference else []
-    return ScanInputs(suspects, refs)
+    same = overlapping_files(suspects, refs)
+    if same:
+        gone = set(same)
+        suspects = [p for p in suspects if p not in gone]
+        if not suspects:
+            raise InputError(f"every suspect image is also a reference image ({len(same)} files): the suspects and the reference "
+                             "must be different images. Give the reference (known non-members) and the images to audit as separate folders.")
+    return ScanInputs(suspects, refs, same)
 
 
 def load_setup(opts: ScanOptions) -> ScanSetup:
@@ -235,6 +256,8 @@ def load_setup(opts: ScanOptions) -> ScanSetup:
     cfg = cal.views if opts.views is None else ViewConfig(n_views=opts.views)
     cal.check_views(cfg)
     ac = cal.get(opts.attack)
+    if opts.fpr is not None:  # before any work
+        ac.check_fpr(opts.fpr)
     kind = (opts.attack or cal.default_attack).upper()
     enc = load_encoder(opts.encoder, opts.device, amp=opts.amp)
     cache = FeatureCache(opts.cache_dir or default_cache_dir(), cache_key(enc, cfg, opts.seed)) if opts.use_cache else None
@@ -260,35 +283,21 @@ def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: flo
     scores = ac.attack.score(fs.features)
     probs = ac.attack.member_probability(fs.features)
     if fpr is not None:
+        ac.check_fpr(fpr)
         thr, thr_kind = ac.threshold_at(fpr), f"fpr={fpr:g}"
     else:
         thr, thr_kind = ac.thresholds["accuracy"], "accuracy"
     cal_tpr, cal_fpr = ac.tpr_fpr_at(thr)
-    n_null = int((ac.heldout_labels == 0).sum())
-    # A zero observed FPR on a finite held-out set is not a zero rate: use the conservative (fp+1)/(n+1).
-    fpr_for_test = (cal_fpr * n_null + 1) / (n_null + 1)
+    null = ac.heldout_labels == 0
+    n_null, fp = int(null.sum()), int((ac.heldout_scores[null] >= thr).sum())
     ref_scores = ac.attack.score(rs.features) if rs is not None else None
-    return Scores(scores, probs, scores >= thr, Threshold(thr, thr_kind, cal_fpr, cal_tpr, fpr_for_test), ref_scores)
-
-
-def _binomial_power(flag_rate: float, fpr: float, alpha: float, power: float = 0.8) -> int | None:
-    """Smallest n at which a one-sided binomial test of ``fpr`` rejects with the given power."""
-    from scipy.stats import binom
-
-    if not (0 <= fpr < flag_rate <= 1):
-        return None
-    n = 1
-    while n <= 1_000_000:
-        crit = int(binom.isf(alpha, n, fpr)) + 1  # smallest k with P(X >= k) <= alpha
-        if binom.sf(crit - 1, n, flag_rate) >= power:
-            return n
-        n = int(n * 1.25) + 1
-    return None
+    return Scores(scores, probs, scores >= thr, Threshold(thr, thr_kind, cal_fpr, cal_tpr, n_null, fp), ref_scores)
 
 
 def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSetup, opts: ScanOptions) -> tuple[ScanStatistics, np.ndarray | None, np.ndarray | None]:
     """Step 5: dataset-level tests (rank test + shift check, or binomial test), power, used fraction.
 
+    ``fs`` and ``rs`` hold distinct images only (see :func:`separate`), so a duplicate counts once.
     Returns the statistics, and the per-image p-values and BH flags (None without a reference).
     """
     n, k = len(sc.scores), int(sc.flags.sum())
@@ -302,10 +311,12 @@ def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSet
         shift = shift_check(fs.stats, rs.stats, seed=opts.seed)
         power = S.required_sample_size(rank.auc, alpha=opts.alpha, reference_size=rs.n)
     else:
-        fpr = sc.threshold.test_fpr
-        binom = S.binomial_test(k, n, fpr)
-        need = _binomial_power(k / n, fpr, opts.alpha)
-        auc = float(setup.calibration.attacks[setup.kind].metrics.get("roc_auc") or float("nan"))
+        # Half of alpha bounds the calibrated FPR, half tests against the bound (calibrated_binomial_test).
+        thr = sc.threshold
+        binom = S.calibrated_binomial_test(k, n, thr.heldout_false_positives, thr.heldout_non_members, opts.alpha / 2)
+        fpr = binom.expected_fpr
+        need = S.binomial_sample_size(k / n, fpr, opts.alpha / 2)
+        auc = float(setup.attack.metrics.get("roc_auc") or float("nan"))
         power = S.PowerEstimate(n_suspects_needed=need, n_reference=None, auc=auc, alpha=opts.alpha, power=0.8,
                                 note=("binomial test at the observed flag rate" if need else
                                       "flag rate does not exceed the calibrated FPR: no sample size reaches significance"))
@@ -321,7 +332,9 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     check_rates(opts.fpr, opts.fdr, opts.alpha)
     inputs = gather_images(images, opts)
     setup = load_setup(opts)
-    fs, rs = embed(inputs, setup, opts, progress)
+    fs_all, rs_all = embed(inputs, setup, opts, progress)
+    sep = separate(fs_all, rs_all, inputs.same_file)
+    fs, rs = sep.tested, sep.reference
     sc = score(fs, rs, setup.attack, opts.fpr)
     st, pvals, bh = statistics(sc, fs, rs, setup, opts)
     verdict = decide(opts.alpha, rank=st.rank_test, shift=st.shift_check, power=st.power, binomial=st.binomial_test)
@@ -330,18 +343,18 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
                         member_probability=float(np.clip(sc.probabilities[i], 0, 1)), member=bool(sc.flags[i]),
                         p_value=float(pvals[i]) if pvals is not None else None,
                         bh_flag=bool(bh[i]) if bh is not None else None)
-            for i, r in enumerate(fs.rows)]
+            for i, r in zip(sep.inverse.tolist(), sep.suspects.rows, strict=True)]
     if opts.parquet is not None:
         from auditmi.parquet import write_image_table
 
-        write_image_table(opts.parquet, rows, fs, feature_config(setup.views.n_views))
+        write_image_table(opts.parquet, rows, sep.suspects, feature_config(setup.views.n_views))
     skipped = [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped]
     if rs is not None:
         skipped += [SkippedFile(s.path, s.reason, "reference") for s in rs.skipped]
     reference = None
     if rs is not None and sc.reference is not None:
         reference = ReferenceSummary([str(p) for p in opts.reference], len(inputs.reference), len(rs.skipped),
-                                     [float(s) for s in sc.reference])
+                                     [float(s) for s in sc.reference], n_distinct=rs.n)
     cal, ac = setup.calibration, setup.attack
     calibration = CalibrationUsed(path=cal.path, bundle_sha256=cal.sha256, attack=setup.kind, attack_name=ac.attack.name,
                                   default_attack=cal.default_attack, held_out_metrics=ac.metrics, roc=ac.roc,
@@ -352,10 +365,13 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     t1 = _dt.datetime.now(_dt.timezone.utc)
     timing = ScanTiming(started=t0, finished=t1, suspect=fs.timing, reference=rs.timing if rs else None,
                         from_cache=fs.n_from_cache + (rs.n_from_cache if rs else 0))
-    return ScanResult(verdict=verdict, images=rows, n_images=len(inputs.suspects), n_duplicates=sum(len(g) - 1 for g in fs.duplicates),
+    n_dup = len(sep.suspects.rows) - fs.n  # copies of a distinct suspect image (counted once in the tests)
+    return ScanResult(verdict=verdict, images=rows, n_images=len(inputs.suspects), n_duplicates=n_dup,
                       mean_score=float(np.mean(sc.scores)), threshold=sc.threshold, statistics=st, reference=reference,
-                      skipped=skipped, duplicates=[list(g) for g in fs.duplicates], encoder=setup.encoder.describe(),
-                      calibration=calibration, config=config, environment=environment(), timing=timing)
+                      skipped=skipped, duplicates=duplicate_groups(sep.suspects), encoder=setup.encoder.describe(),
+                      calibration=calibration, config=config, environment=environment(), timing=timing,
+                      n_distinct=fs.n, overlap=sep.overlap)
+
 
 
 __all__ = [
@@ -368,6 +384,8 @@ __all__ = [
     "ScanSetup",
     "ScanStatistics",
     "ScanTiming",
+    "Overlap",
+    "Separated",
     "ScoredImage",
     "Scores",
     "SkippedFile",
@@ -377,5 +395,6 @@ __all__ = [
     "load_setup",
     "run_scan",
     "score",
+    "separate",
     "statistics",
 ]

@@ -43,6 +43,7 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
     """
     v, st, thr, cal, cfg = result.verdict, result.statistics, result.threshold, result.calibration, result.config
     n = len(result.images)
+    n_tested = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates  # duplicates count once
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": REPORT_KIND,
@@ -54,7 +55,8 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
         "aggregate": {
             "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" for s in result.skipped),
             "n_duplicates": result.n_duplicates,
-            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n, "mean_score": result.mean_score,
+            "n_distinct": n_tested,
+            "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n_tested, "mean_score": result.mean_score,
             "decision_threshold": float(thr.value) if np.isfinite(thr.value) else float(np.finfo(np.float64).max),
             "threshold_kind": thr.kind,
             "expected_fpr": thr.expected_fpr, "calibrated_tpr": thr.calibrated_tpr,
@@ -71,9 +73,14 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
                    for r in result.images],
         "reference": None if result.reference is None else {
             "paths_root": list(result.reference.roots), "n_images": result.reference.n_images,
-            "n_skipped": result.reference.n_skipped, "scores": list(result.reference.scores)},
+            "n_skipped": result.reference.n_skipped, "n_distinct": result.reference.n_distinct,
+            "scores": list(result.reference.scores)},
         "skipped": [{"path": str(s.path), "reason": s.reason, "set": s.set} for s in result.skipped],
         "duplicates": [[str(p) for p in g] for g in result.duplicates],
+        "overlap": None if result.overlap is None else {
+            "n_excluded": len(result.overlap.paths), "n_same_file": result.overlap.n_same_file,
+            "n_same_content": result.overlap.n_same_content, "paths": [str(p) for p in result.overlap.paths],
+            "reason": result.overlap.reason},
         "encoder": result.encoder,
         "calibration": {"path": str(cal.path), "bundle_sha256": cal.bundle_sha256, "attack": cal.attack, "attack_name": cal.attack_name,
                         "default_attack": cal.default_attack, "held_out_metrics": cal.held_out_metrics, "roc": cal.roc,
@@ -98,11 +105,12 @@ def cap_image_list(report: dict[str, Any], cap: int, parquet: str | Path | None 
 
     cap = int_in("--max-report-images", cap, 0, 10**9)
     rows = report["images"]
-    complete = len(rows) <= cap
+    n_rows = len(rows)
+    complete = n_rows <= cap
     if not complete:
         rows = sorted(rows, key=lambda r: (-r["score"], r["path"]))[:cap]
     report["images"] = rows
-    report["images_listed"] = {"n_scored": report["aggregate"]["n_scored"], "n_listed": len(rows), "complete": complete,
+    report["images_listed"] = {"n_scored": n_rows, "n_listed": len(rows), "complete": complete,
                                "cap": cap, "order": "input" if complete else "score-descending",
                                "parquet": None if parquet is None else str(parquet)}
     return report

@@ -31,7 +31,8 @@ def key_number_cards(agg: Mapping[str, Any]) -> list[Card]:
     """The key-number cards of the aggregate statistics, in display order."""
     cards = [
         Card("Images scored", count(agg.get("n_scored")),
-             f"of {count(agg.get('n_images'))} found; {count(agg.get('n_skipped'))} skipped, {count(agg.get('n_duplicates'))} duplicate(s)"),
+             f"of {count(agg.get('n_images'))} found; {count(agg.get('n_skipped'))} skipped, {count(agg.get('n_duplicates'))} duplicate(s)"
+             + (f"; {count(agg.get('n_distinct'))} distinct image(s) tested" if agg.get("n_distinct") is not None else "")),
         Card("Flagged as members", f"{count(agg.get('n_flagged'))} ({pct(agg.get('fraction_flagged'))})",
              f"score \u2265 {num(agg.get('decision_threshold'))} (threshold: {agg.get('threshold_kind') or DASH})"),
         Card("Expected false-positive rate", pct(agg.get("expected_fpr"), 2),
@@ -141,6 +142,9 @@ def provenance(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[t
     if isinstance(ref, Mapping):
         rows.append(("reference folders", "; ".join(str(r) for r in ref.get("paths_root") or [])))
         rows.append(("reference images", f"{count(ref.get('n_images'))} used, {count(ref.get('n_skipped'))} skipped"))
+    overlap = get(report, "overlap")
+    if isinstance(overlap, Mapping):
+        rows.append(("left out of the suspects", str(overlap.get("reason") or "")))
     blocks = [
         ("Held-out calibration metrics", get(calib, "held_out_metrics")),
         ("Configuration", config),

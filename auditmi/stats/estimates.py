@@ -256,3 +256,20 @@ def bootstrap_ci(
     boot = np.array([float(stat(v[row])) for row in idx])
     lo, hi = np.quantile(boot, [(1 - conf) / 2, 1 - (1 - conf) / 2])
     return float(lo), float(hi)
+
+
+def binomial_sample_size(flag_rate: float, fpr: float, alpha: float, power: float = 0.8) -> int | None:
+    """Smallest n at which a one-sided binomial test of ``fpr`` rejects with the given power.
+
+    ``flag_rate`` is the true flag rate of the suspects; None when it does not exceed ``fpr``
+    (no sample size reaches significance) or more than a million images would be needed.
+    """
+    if not (0 <= fpr < flag_rate <= 1):
+        return None
+    n = 1
+    while n <= 1_000_000:
+        crit = int(_sps.binom.isf(alpha, n, fpr)) + 1  # smallest k with P(X >= k) <= alpha
+        if _sps.binom.sf(crit - 1, n, flag_rate) >= power:
+            return n
+        n = int(n * 1.25) + 1
+    return None

@@ -242,9 +242,17 @@ class BinomialTest(_ToDict):
         p_value: ``P(Binomial(n_total, expected_fpr) >= n_flagged)``.
         n_flagged: Number of suspect images flagged as members.
         n_total: Number of suspect images.
-        expected_fpr: The calibrated false-positive rate of the threshold used.
+        expected_fpr: The false-positive rate tested against: the calibrated rate itself, or (from
+            :func:`calibrated_binomial_test`) its upper confidence bound.
         flag_rate: ``n_flagged / n_total``.
         note: The assumption the test relies on.
+        calibrated_fpr: The point estimate ``heldout_false_positives / heldout_non_members``
+            (None when the rate was given directly).
+        heldout_non_members: Held-out shadow non-members the rate was measured on (or None).
+        heldout_false_positives: How many of them were flagged (or None).
+        bound_confidence: Confidence of the Clopper-Pearson upper bound ``expected_fpr`` (or None).
+        p_value_at_bound: The binomial tail probability at the bound, before the bound's own
+            error probability ``1 - bound_confidence`` is added to make ``p_value`` (or None).
     """
 
     p_value: float
@@ -253,6 +261,11 @@ class BinomialTest(_ToDict):
     expected_fpr: float
     flag_rate: float
     note: str = BINOMIAL_NOTE
+    calibrated_fpr: float | None = None
+    heldout_non_members: int | None = None
+    heldout_false_positives: int | None = None
+    bound_confidence: float | None = None
+    p_value_at_bound: float | None = None
 
 
 
@@ -288,3 +301,51 @@ def binomial_test(n_flagged: int, n_total: int, fpr: float) -> BinomialTest:
     )
 
 
+
+
+def fpr_upper_bound(false_positives: int, non_members: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper confidence bound on a false-positive rate.
+
+    With ``false_positives`` of ``non_members`` flagged, the true rate is at most the returned
+    value with probability ``confidence`` (exact, conservative). 0 of 40 at 97.5 % gives 0.088:
+    a zero count on a small held-out set is not a zero rate.
+
+    Raises:
+        InputError: On invalid counts or a confidence outside (0, 1).
+    """
+    k, n = _counts(false_positives, non_members)
+    c = float(confidence)
+    if not (math.isfinite(c) and 0 < c < 1):
+        raise InputError(f"confidence must lie in (0, 1), got {confidence!r}.")
+    if k >= n:
+        return 1.0
+    return float(_sps.beta.ppf(c, k + 1, n - k))
+
+
+def calibrated_binomial_test(n_flagged: int, n_total: int, heldout_false_positives: int, heldout_non_members: int,
+                             bound_error: float) -> BinomialTest:
+    """Binomial test of the flag count against an upper confidence bound on the calibrated FPR.
+
+    The threshold's false-positive rate is only estimated, from ``heldout_false_positives`` of
+    ``heldout_non_members`` held-out shadow non-members. Testing against that estimate (or
+    ``(fp + 1) / (n + 1)``) rejects far too often when the held-out set is small. Instead the
+    test uses the Clopper-Pearson upper bound ``u`` at confidence ``1 - bound_error`` and
+    reports ``p = min(1, P(Binomial(n_total, u) >= n_flagged) + bound_error)`` (Berger & Boos
+    1994): whatever the true rate ``f``, ``P(p <= t) <= P(u < f) + P(tail(f) <= t - bound_error)
+    <= t``, so ``p`` is a valid p-value, given that the rate transfers from the shadow encoder
+    to the audited one. The scan uses ``bound_error = alpha / 2``.
+
+    Raises:
+        InputError: On invalid counts, or ``bound_error`` outside (0, 1).
+    """
+    fp, n0 = _counts(heldout_false_positives, heldout_non_members)
+    if n0 < 1:
+        raise InputError("need at least one held-out non-member to bound the false-positive rate.")
+    b = float(bound_error)
+    if not (math.isfinite(b) and 0 < b < 1):
+        raise InputError(f"bound_error must lie in (0, 1), got {bound_error!r}.")
+    u = fpr_upper_bound(fp, n0, 1 - b)
+    raw = binomial_test(n_flagged, n_total, u)
+    return BinomialTest(p_value=min(1.0, raw.p_value + b), n_flagged=raw.n_flagged, n_total=raw.n_total, expected_fpr=u,
+                        flag_rate=raw.flag_rate, calibrated_fpr=fp / n0, heldout_non_members=n0, heldout_false_positives=fp,
+                        bound_confidence=1 - b, p_value_at_bound=raw.p_value)

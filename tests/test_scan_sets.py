@@ -1,0 +1,180 @@
+"""Issue 14 items 2 and 3: suspects that overlap the reference, and duplicate images.
+
+Runs the scan job in this process (``run_scan``) on tiny noise images with the shared tiny
+calibration bundle and its shadow encoder (tests/e2e_support.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from auditmi.errors import InputError
+from auditmi.jobs.scan import ScanOptions, ScanResult, run_scan
+from auditmi.report import render_html, scan_report, validate_report
+
+from e2e_support import (  # noqa: F401  (``calibrated`` is a fixture)
+    Calibrated,
+    calibrated,
+    invoke_in_process,
+    make_noise_images,
+)
+
+
+def _scan(cal: Calibrated, suspects: list[Path], reference: list[Path], cache: Path) -> ScanResult:
+    opts = ScanOptions(encoder=str(cal.encoder), calibration=cal.bundle, reference=list(reference), device="cpu", workers=0,
+                       cache_dir=cache)
+    result = run_scan(suspects, opts)
+    validate_report(scan_report(result))  # the new fields fit the schema
+    return result
+
+
+def _copies(src: list[Path], folder: Path, n: int) -> None:
+    """``n`` copies of each file, named so that the first copy of image i sorts before image i+1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(src):
+        for j in range(n):
+            shutil.copyfile(p, folder / f"a{i:04d}_{j:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sets")
+    ten = make_noise_images(root / "ten", 10, seed=11, prefix="a")
+    _copies(ten, root / "ten_x10", 10)
+    ref = make_noise_images(root / "ref", 20, seed=12, prefix="r")
+    _copies(ref, root / "ref_x3", 3)
+    return {"root": root, "ten": root / "ten", "ten_x10": root / "ten_x10", "ref": root / "ref", "ref_x3": root / "ref_x3"}
+
+
+# ---- item 3: duplicates count once
+
+
+def test_ten_images_with_ten_copies_each_test_like_the_ten_images(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    cache = sets["root"] / "cache"
+    alone = _scan(calibrated, [sets["ten"]], [sets["ref"]], cache)
+    copied = _scan(calibrated, [sets["ten_x10"]], [sets["ref"]], cache)
+    a, c = alone.statistics, copied.statistics
+    assert a.rank_test is not None and c.rank_test is not None
+    assert c.rank_test.p_value == a.rank_test.p_value and c.rank_test.auc == a.rank_test.auc
+    assert c.rank_test.n_suspects == 10
+    assert a.shift_check is not None and c.shift_check is not None
+    assert (c.shift_check.p_value, c.shift_check.auc, c.shift_check.distinguishable) == (
+        a.shift_check.p_value, a.shift_check.auc, a.shift_check.distinguishable)
+    assert c.shift_check.n_suspects == 10
+    assert (c.n_flagged, c.n_bh_flagged, c.used_fraction, c.power) == (a.n_flagged, a.n_bh_flagged, a.used_fraction, a.power)
+    assert copied.verdict.label is alone.verdict.label and copied.verdict.p_value == alone.verdict.p_value
+    # still reported: every path has its row, the copies are listed, the distinct count is said
+    assert len(copied.images) == 100 and copied.n_duplicates == 90 and copied.n_distinct == 10
+    assert sorted(len(g) for g in copied.duplicates) == [10] * 10
+    rep = scan_report(copied)
+    assert rep["aggregate"]["n_distinct"] == 10 and rep["aggregate"]["n_duplicates"] == 90 and len(rep["images"]) == 100
+    assert rep["aggregate"]["fraction_flagged"] == scan_report(alone)["aggregate"]["fraction_flagged"]
+    # each copy gets its image's p-value
+    by_sha = {r.sha256: r.p_value for r in alone.images}
+    assert all(r.p_value == by_sha[r.sha256] for r in copied.images)
+
+
+def test_duplicate_reference_images_count_once(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    cache = sets["root"] / "cache"
+    once = _scan(calibrated, [sets["ten"]], [sets["ref"]], cache)
+    thrice = _scan(calibrated, [sets["ten"]], [sets["ref_x3"]], cache)
+    assert thrice.statistics.rank_test is not None and once.statistics.rank_test is not None
+    assert thrice.statistics.rank_test.n_reference == 20
+    assert thrice.statistics.rank_test.p_value == once.statistics.rank_test.p_value
+    assert thrice.reference is not None and thrice.reference.n_distinct == 20
+
+
+def test_duplicates_count_once_in_the_reference_free_binomial_test(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    cache = sets["root"] / "cache"
+    alone = _scan(calibrated, [sets["ten"]], [], cache)
+    copied = _scan(calibrated, [sets["ten_x10"]], [], cache)
+    assert alone.statistics.binomial_test is not None and copied.statistics.binomial_test is not None
+    assert copied.statistics.binomial_test == alone.statistics.binomial_test
+    assert copied.statistics.binomial_test.n_total == 10
+
+
+# ---- item 2: suspects that are also reference images
+
+
+def test_a_suspect_folder_containing_the_reference_leaves_the_reference_out(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    root = sets["root"] / "parent"
+    shutil.copytree(sets["ten"], root)
+    shutil.copytree(sets["ref"], root / "ref")
+    cache = sets["root"] / "cache"
+    nested = _scan(calibrated, [root], [root / "ref"], cache)
+    plain = _scan(calibrated, [sets["ten"]], [sets["ref"]], cache)
+    assert nested.overlap is not None and nested.overlap.n_same_file == 20 and nested.overlap.n_same_content == 0
+    assert "left out of the suspects" in nested.overlap.reason
+    assert nested.statistics.rank_test is not None and plain.statistics.rank_test is not None
+    assert nested.statistics.rank_test.n_suspects == 10 and nested.statistics.rank_test.n_reference == 20
+    assert nested.statistics.rank_test.p_value == plain.statistics.rank_test.p_value
+    assert len(nested.images) == 10
+    rep = scan_report(nested)
+    assert rep["overlap"]["n_excluded"] == 20 and len(rep["overlap"]["paths"]) == 20
+    assert scan_report(plain)["overlap"] is None
+    page = render_html(rep, thumbnails=False)
+    assert "left out of the suspects" in page and "20 suspect image(s) are also in the reference" in page
+
+
+def test_reference_images_under_other_names_are_left_out_of_the_suspects(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    mixed = sets["root"] / "mixed"
+    shutil.copytree(sets["ten"], mixed)
+    refs = sorted(sets["ref"].glob("*.png"))[:3]
+    for i, p in enumerate(refs):
+        shutil.copyfile(p, mixed / f"zz_renamed_{i}.png")
+    res = _scan(calibrated, [mixed], [sets["ref"]], sets["root"] / "cache")
+    assert res.overlap is not None and res.overlap.n_same_content == 3 and res.overlap.n_same_file == 0
+    assert {p.name for p in res.overlap.paths} == {f"zz_renamed_{i}.png" for i in range(3)}
+    assert res.statistics.rank_test is not None and res.statistics.rank_test.n_suspects == 10
+
+
+def test_the_same_folder_as_suspects_and_reference_is_refused(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match="also a reference image"):
+        run_scan([sets["ref"]], ScanOptions(encoder=str(calibrated.encoder), calibration=calibrated.bundle, reference=[sets["ref"]],
+                                            device="cpu", workers=0, use_cache=False))
+    proc = invoke_in_process("scan", sets["ref"], "-e", calibrated.encoder, "-c", calibrated.bundle, "--reference", sets["ref"],
+                             "--device", "cpu", "--quiet", "--no-cache")
+    assert proc.returncode == 2 and "also a reference image" in " ".join(proc.stderr.split()), proc.stderr
+
+
+def test_the_same_images_as_reference_under_other_names_are_refused(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match="also a reference image"):
+        _scan(calibrated, [sets["ref_x3"]], [sets["ref"]], sets["root"] / "cache")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "calibrate"])
+def test_members_and_non_members_with_images_in_common_are_refused(command: str, calibrated: Calibrated, sets: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    common = ["--members", sets["ten"], "--non-members", sets["ten"], "--device", "cpu", "--quiet"]
+    if command == "evaluate":
+        args = ["evaluate", "-e", calibrated.encoder, "-c", calibrated.bundle, *common, "--no-cache"]
+    else:
+        args = ["calibrate", "--shadow-encoder", calibrated.encoder, "--out", tmp_path / "b", "--views", "4", *common]
+    proc = invoke_in_process(*args)
+    msg = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "10 member image(s) are also non-member image(s)" in msg, proc.stderr
+    assert not (tmp_path / "b").exists()
+    # the same content under other names: refused after hashing
+    _copies(sorted(sets["ten"].glob("*.png")), tmp_path / "renamed", 1)
+    args = [str(a) for a in args]
+    args[args.index("--non-members") + 1] = str(tmp_path / "renamed")
+    proc = invoke_in_process(*args)
+    msg = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "have the same content as non-member image(s)" in msg, proc.stderr
+
+
+# ---- item 4 end to end: four reference images cannot give likely-used
+
+
+def test_four_reference_images_give_inconclusive_and_say_why(calibrated: Calibrated, sets: dict[str, Path]) -> None:
+    four = sets["root"] / "four"
+    four.mkdir()
+    for p in sorted(sets["ref"].glob("*.png"))[:4]:
+        shutil.copyfile(p, four / p.name)
+    res = _scan(calibrated, [sets["ten"]], [four], sets["root"] / "cache")
+    assert res.verdict.label.value == "inconclusive"
+    assert "shift check was not run with" in res.verdict.reason
+    assert "4 reference images (at least 20 reference images are needed)" in res.verdict.reason
