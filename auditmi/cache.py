@@ -10,9 +10,11 @@ and the next scan with the same key resumes from them. Shards are ``.npz`` files
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,37 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("auditmi"))
 
 
+#: OS errors that mean "this folder cannot be written" (as opposed to "it is full" or "it is a file").
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def is_read_only_error(e: BaseException) -> bool:
+    """Whether ``e`` says the cache folder is not writable (permissions, a read-only mount)."""
+    return isinstance(e, OSError) and e.errno in _READ_ONLY_ERRNOS
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def read_only_note(root: str | Path | None = None) -> str | None:
+    """A sentence for the user when the cache folder ``root`` (default: :func:`default_cache_dir`)
+    can be read but not written, else None. Probes by creating (and removing) a temporary file,
+    which is what the cache itself will try."""
+    folder = Path(root) if root is not None else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        if not is_read_only_error(e):
+            return None  # not a folder, disk full...: the cache says so itself when it is used
+        return (f"the feature cache {folder} is read-only ({e.strerror or e}): features already cached there are used, "
+                "new ones are not saved. Pass --cache with a writable folder to keep them.")
+    return None
+
+
 class FeatureCache:
     """Features and encoder-free image statistics of images, for one (encoder, views, seed) key."""
 
@@ -44,12 +77,19 @@ class FeatureCache:
         self.key = key
         self.digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
         self.dir = Path(root) / "features" / self.digest
+        #: True when the folder cannot be written: cached entries are read, new ones are not saved.
+        self.read_only = False
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             kp = self.dir / "key.json"
-            if not kp.exists():
+            if not _writable(self.dir):
+                self.read_only = True  # a shared or archived cache: use what is there
+            elif not kp.exists():
                 write_text(kp, json.dumps(json.loads(blob), indent=2))
         except (OSError, InputError) as e:  # a user's --cache / $AUDITMI_CACHE_DIR problem, not a bug: say so
+            if is_read_only_error(e) or is_read_only_error(e.__cause__ or e):
+                self.read_only = True
+                return
             raise InputError(
                 f"cannot use {root} as the feature cache folder ({getattr(e, 'strerror', None) or e}); "
                 "pass --cache with a writable folder, or --no-cache."
@@ -84,7 +124,7 @@ class FeatureCache:
                 continue
             for s, f, st in zip(shas, feats, stats, strict=True):
                 out[str(s)] = (f, st)
-        if len(shards) >= COMPACT_AT and out:
+        if len(shards) >= COMPACT_AT and out and not self.read_only:
             self._compact(out, shards)
         return out
 
@@ -105,8 +145,9 @@ class FeatureCache:
 
     def put(self, shas: list[str], features: np.ndarray, stats: np.ndarray) -> None:
         """Append entries as one new shard, atomically."""
-        if not shas:
+        if not shas or self.read_only:
             return
+
         def fill(tmp: str) -> None:
             with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
                 np.savez(f, sha256=np.array(shas, dtype="U64"), features=features.astype(np.float32), stats=stats.astype(np.float32))
@@ -114,6 +155,9 @@ class FeatureCache:
         try:
             atomic_write(self.dir / f"shard-{time.time_ns():020d}-{os.getpid()}.npz", fill)
         except (OSError, InputError) as e:  # e.g. disk full: completed shards stay valid; say what to do
+            if is_read_only_error(e) or is_read_only_error(e.__cause__ or e) or not _writable(self.dir):
+                self.read_only = True  # made read-only meanwhile: go on without saving
+                return
             raise InputError(
                 f"cannot write to the feature cache {self.dir} ({getattr(e, 'strerror', None) or e}); free some space, "
                 "pass --cache with another folder, or --no-cache. Re-running resumes from the cached part."
@@ -122,5 +166,7 @@ class FeatureCache:
     def _compact(self, entries: dict[str, tuple[np.ndarray, np.ndarray]], old: list[Path]) -> None:
         shas = list(entries)
         self.put(shas, np.stack([entries[s][0] for s in shas]), np.stack([entries[s][1] for s in shas]))
+        if self.read_only:  # the merged shard was not written: keep the old ones
+            return
         for p in old:
             p.unlink(missing_ok=True)

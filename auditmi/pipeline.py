@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from auditmi._paths import WORKER_MEMORY, cap_workers, check_batch_size, check_workers
 from auditmi.cache import FeatureCache
 from auditmi.decoding import decode_item
 from auditmi.descriptors import STAT_NAMES
 from auditmi.encoders.base import Encoder
-from auditmi.errors import InputError
 from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import Skipped
 from auditmi.views import ViewConfig, ViewParams, pad_batch, render_views, working_side
@@ -63,6 +63,7 @@ class FeatureSet:
     duplicates: list[list[Path]]
     n_from_cache: int = 0
     timing: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. why fewer workers ran than were asked for
 
     @property
     def n(self) -> int:
@@ -152,6 +153,12 @@ def default_workers(device: torch.device | str = "cuda") -> int:
     return min(32, n) if (torch.device(device).type == "cpu" and _fork_available()) else min(8, n - 1)
 
 
+def worker_memory(encoder: Encoder, batch_size: int) -> int:
+    """Rough memory of one worker: a base amount plus its rendered views and their activations
+    (about 8 float copies of a batch of inputs; a small encoder's weights are shared by fork)."""
+    return WORKER_MEMORY + batch_size * 3 * encoder.input_size**2 * 4 * 8
+
+
 class Embedder:
     """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
 
@@ -219,13 +226,12 @@ def compute_features(
     paths = list(paths)
     n_views = view_cfg.n_views
     bs = (encoder.batch_size or default_batch_size(encoder)) if batch_size is None else batch_size  # not `or`: 0 is refused
-    if bs < 1:
-        raise InputError(f"--batch-size must be positive (got {bs}).")
+    check_batch_size(bs)
+    check_workers(num_workers)
     if encoder.preflight is not None:  # e.g. an HTTP encoder's query budget: refuse before any work
         encoder.preflight(len(paths), n_views, bs)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
-    if workers < 0:
-        raise InputError(f"--workers must be 0 or more (got {workers}).")
+    workers, cap_note = cap_workers(workers, worker_memory(encoder, bs))
     cached = cache.load() if cache is not None else {}
     # On a CPU encoder the workers render the views (batched over a chunk of images) and, where
     # processes can be forked (the encoder is shared, not pickled), embed them too with one
@@ -324,7 +330,8 @@ def compute_features(
     return assemble(paths, info, by_sha, skipped, n_from_cache, n_views,
                     {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
                      "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * n_views),
-                     "batch_size": float(embedder.bs), "workers": float(workers)})
+                     "batch_size": float(embedder.bs), "workers": float(workers)},
+                    notes=[cap_note] if cap_note else [])
 
 
 def embed_decoded(pixels: Sequence[torch.Tensor], params: Sequence[ViewParams], embedder: Embedder, n_views: int) -> np.ndarray:
@@ -339,7 +346,8 @@ def embed_decoded(pixels: Sequence[torch.Tensor], params: Sequence[ViewParams], 
 
 
 def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] | None]], by_sha: dict[str, tuple[np.ndarray, np.ndarray]],
-             skipped: list[Skipped], n_from_cache: int, n_views: int, timing: dict[str, float]) -> FeatureSet:
+             skipped: list[Skipped], n_from_cache: int, n_views: int, timing: dict[str, float],
+             notes: Sequence[str] | None = None) -> FeatureSet:
     """The FeatureSet of a finished run, in the order of ``paths``.
 
     ``info`` maps the index of each usable image to (sha256, original size or None when it came
@@ -365,6 +373,7 @@ def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] |
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
+        notes=list(notes or []),
         timing=timing,
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from auditmi.errors import InputError
-from auditmi.validate import is_finite_number, is_int
+from auditmi.validate import is_finite_number
 
 # View-drawing algorithms this version reproduces exactly (stored in bundles and cache keys).
 KNOWN_ALGORITHMS = ("auditmi-views-v1",)
@@ -46,13 +46,9 @@ class ViewConfig:
     algorithm: str = "auditmi-views-v1"
 
     def __post_init__(self) -> None:
-        if not is_int(self.n_views):
-            raise InputError(f"the number of views must be an integer (got {self.n_views!r}).")
-        if self.n_views < 2:
-            raise InputError(
-                f"--views must be at least 2 (got {self.n_views}): membership features compare "
-                "pairs of views of the same image."
-            )
+        from auditmi._paths import check_views
+
+        check_views(self.n_views)  # the CLI runs the same check before importing torch
         if self.algorithm not in KNOWN_ALGORITHMS:
             raise InputError(
                 f"views drawn with algorithm {self.algorithm!r} cannot be reproduced by this auditmi "

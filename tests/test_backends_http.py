@@ -23,6 +23,9 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("httpx", reason="the http extra is not installed: pip install -e '.[dev,all]'")
+pytest.importorskip("tenacity", reason="the http extra is not installed")
+
 from auditmi.calibration import load_calibration
 from auditmi.encoders import load_encoder, parse_spec
 from auditmi.encoders.base import Encoder

@@ -156,7 +156,9 @@ def test_killed_scan_resumes_with_identical_results(calibrated: Calibrated, tmp_
     assert r_resumed["verdict"] == r_clean["verdict"]
     # Leftover temporary files of the killed write are never taken for shards.
     for p in cache.glob("features/*/*"):
-        assert p.name == "key.json" or p.name.startswith("shard-") or p.name.startswith("tmp-"), p.name
+        # (temporaries: "tmp-*" from older writers, ".shard-*.tmp" from the atomic writer in auditmi/_io.py)
+        assert p.name == "key.json" or p.name.startswith("shard-") or p.name.startswith("tmp-") or (
+            p.name.startswith(".shard-") and p.name.endswith(".tmp")), p.name
 
 
 # ------------------------------------------------------------------------------ FeatureCache (unit)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
@@ -16,7 +17,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 @handle_errors
 def calibrate(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the calibration bundle to.")],
-    shadow_data: Annotated[list[Path] | None, typer.Option("--shadow-data", "-d", help="Public images like the target's training data; split into shadow members/non-members.")] = None,
+    shadow_data: Annotated[list[Path] | None, typer.Option("--shadow-data", "-d", help="Public images like the target's training data (files and folders, every path up to the next option); split into shadow members/non-members.")] = None,
     arch: Annotated[str, typer.Option("--arch", help="Shadow architecture: resnet18, resnet18-w32, resnet18-w16, resnet10-w16, resnet-tiny, convnet-w32, convnet-w16.")] = "resnet18-w16",
     epochs: Annotated[int, typer.Option("--epochs", help="Shadow pre-training epochs (membership signal needs an encoder that overfits: hundreds).")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pre-training batch size.")] = 256,
@@ -28,8 +29,8 @@ def calibrate(
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (SimCLR/MoCo CIFAR recipe) or adam.")] = "sgd",
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (SGD: scaled by batch/256).")] = 0.06,
     shadow_encoder: Annotated[str | None, typer.Option("--shadow-encoder", help="Use an existing encoder with known members/non-members instead of pre-training one.")] = None,
-    members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on.")] = None,
-    non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on.")] = None,
+    members: Annotated[list[Path] | None, typer.Option("--members", help="With --shadow-encoder: images it was trained on (files and folders, every path up to the next option).")] = None,
+    non_members: Annotated[list[Path] | None, typer.Option("--non-members", help="With --shadow-encoder: images it was not trained on (files and folders, every path up to the next option).")] = None,
     attacks: Annotated[str, typer.Option("--attacks", help="Classifiers to fit, e.g. TVS or T.")] = "TVS",
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
     json_out: Annotated[str | None, typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
@@ -37,15 +38,31 @@ def calibrate(
     engine: Annotated[str, typer.Option("--engine", help="Where the feature stage runs: local or ray (see `auditmi scan --help`); shadow pre-training stays local.")] = "local",
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
-    from auditmi._paths import precheck
+    from auditmi._io import check_destination
+    from auditmi._paths import check_batch_size, check_device, check_fraction, check_positive, check_views, parse_attacks, precheck
     from auditmi.engines import check_engine
 
+    # Everything that needs no torch is checked before importing it, so a typo fails at once.
+    kinds = parse_attacks(attacks)
     check_engine(engine)
-    precheck([*(shadow_data or []), *(members or []), *(non_members or [])])  # before importing torch
+    check_views(views)
+    check_positive("--epochs", epochs)
+    check_batch_size(batch_size)
+    check_positive("--image-size", image_size)
+    check_fraction("--member-fraction", member_fraction)
+    check_positive("--classifier-epochs", vector_epochs)
+    check_device(device)
+    if json_out is not None:
+        check_destination(json_out)
+    precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
+    from auditmi.calibration import check_bundle_destination
+    from auditmi.cli.options import encoder_assumptions
     from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
     from auditmi.report import calibrate_summary, write_json
 
-    kinds = tuple(dict.fromkeys(attacks.upper().replace(",", "")))
+    check_bundle_destination(out_dir)  # before the (long) shadow training
+    for warning in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
+        err.print(Text.assemble(("warning: ", "yellow"), warning))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),

@@ -9,9 +9,10 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
-from auditmi.cli.ui import fmt, out, progress_bar
+from auditmi.cli.ui import err, fmt, out, progress_bar
 
 if TYPE_CHECKING:
     from auditmi.jobs.evaluate import EvaluateResult
@@ -42,8 +43,8 @@ def print_evaluation(result: EvaluateResult, console: Console = out) -> None:
 def evaluate(
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder spec (see `auditmi encoders`).")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder.")],
-    members: Annotated[list[Path], typer.Option("--members", help="Images the encoder was trained on.")],
-    non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on.")],
+    members: Annotated[list[Path], typer.Option("--members", help="Images the encoder was trained on (files and folders, every path up to the next option).")],
+    non_members: Annotated[list[Path], typer.Option("--non-members", help="Images it was not trained on (files and folders, every path up to the next option).")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b")] = None,
@@ -55,12 +56,26 @@ def evaluate(
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (local) or embedding actors (ray); default: chosen for the machine.")] = None,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""
-    from auditmi._paths import precheck
+    from auditmi._io import check_destination
+    from auditmi._paths import check_batch_size, check_device, precheck
     from auditmi.engines import check_engine
 
+    check_batch_size(batch_size)  # before importing torch: typos fail at once
     check_engine(engine)
-    precheck([*members, *non_members], calibration)  # before importing torch: typos fail at once
+    check_device(device)
+    if json_out is not None:
+        check_destination(json_out)
+    precheck([*members, *non_members], calibration)
+    if not no_cache:
+        from auditmi.cache import read_only_note
+
+        if ro := read_only_note(cache_dir):
+            err.print(Text.assemble(("note: ", "yellow"), ro))
+    from auditmi.cli.options import encoder_assumptions
     from auditmi.jobs.evaluate import run_evaluate
+
+    for warning in encoder_assumptions(encoder):
+        err.print(Text.assemble(("warning: ", "yellow"), warning))
     from auditmi.report import evaluate_report, write_json
 
     with progress_bar(not quiet) as cb:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.text import Text
 
 from auditmi import __version__
+from auditmi.cli.options import AuditmiGroup
 from auditmi.cli.ui import err
 from auditmi.errors import EXIT_INTERNAL, AuditmiError
 
@@ -27,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=AuditmiGroup,
 )
 
 
@@ -35,25 +41,59 @@ def command_line() -> str:
     return "auditmi " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (``kill``, a CI timeout, a container stopping). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` in the library swallows it."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker inherited the handler: die as it would have
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def _stopped_message(what: str, kwargs: dict[str, Any]) -> str:
+    if kwargs.get("no_cache"):
+        return f"{what}; nothing was cached (--no-cache), so re-running starts over."
+    return f"{what}; completed work is cached, re-run the same command to resume."
+
+
 def handle_errors(fn: F) -> F:
-    """Turn library errors into a one-paragraph message on stderr and their exit code."""
+    """Turn library errors into a one-paragraph message on stderr and their exit code; Ctrl-C
+    and SIGTERM end with one line and exit codes 130 and 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _MAIN_PID
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            _MAIN_PID = os.getpid()
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return fn(*args, **kwargs)
+        except Terminated:
+            err.print(_stopped_message("terminated (SIGTERM)", kwargs), soft_wrap=True)
+            raise typer.Exit(128 + signal.SIGTERM) from None
         except AuditmiError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted; completed work is cached, re-run the same command to resume.")
+            err.print(_stopped_message("interrupted", kwargs), soft_wrap=True)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception:
             err.print(traceback.format_exc(), markup=False, highlight=False)
-            err.print(f"[bold red]internal error[/] in auditmi {__version__}: this is a bug; please report it with the traceback above.")
+            err.print(Text.assemble(("internal error", "bold red"), f" in auditmi {__version__}: this is a bug; please report it with the traceback above."))
             raise typer.Exit(EXIT_INTERNAL) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 

@@ -28,6 +28,13 @@ def pretrain(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Pre-train an encoder with SimCLR; interrupted runs resume from the last checkpoint."""
+    from auditmi._paths import check_batch_size, check_device, check_positive, precheck
+
+    check_positive("--epochs", epochs)  # before importing torch: typos fail at once
+    check_batch_size(batch_size)
+    check_positive("--image-size", image_size)
+    check_device(device)
+    precheck(data)
     from auditmi.encoders import resolve_device
     from auditmi.jobs.common import discover_images
     from auditmi.shadow import TrainConfig, load_training_images, train_encoder

@@ -16,7 +16,9 @@ from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
+from auditmi.discovery import SUPPORTED_EXTENSIONS
 from auditmi.errors import EXIT_VERDICT, InputError
+from auditmi.terminal import printable
 from auditmi.truth import compare, read_truth, truth_summary  # noqa: F401  (truth_summary: kept importable from here)
 from auditmi.verdict import Label
 
@@ -46,13 +48,13 @@ class _Plain(Table):
     """A table whose cells are plain text: file names and reasons are never read as rich markup."""
 
     def add_row(self, *cells: str, **kw: Any) -> None:  # type: ignore[override]
-        super().add_row(*(Text(c) for c in cells), **kw)
+        super().add_row(*(Text(printable(c)) for c in cells), **kw)
 
 
 def print_report(result: ScanResult, show: int) -> None:
     """The human-readable report on stdout: verdict first, then numbers, then images."""
     v, st, thr, n = result.verdict, result.statistics, result.threshold, len(result.images)
-    out.print(Panel(Text.assemble((f" {v.label.value.upper()} ", VERDICT_STYLE.get(v.label, "bold")), "\n\n" + v.reason),
+    out.print(Panel(Text.assemble((f" {v.label.value.upper()} ", VERDICT_STYLE.get(v.label, "bold")), "\n\n" + printable(v.reason)),
                     title="auditmi verdict", expand=False))
     t = _Plain(show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
@@ -60,12 +62,15 @@ def print_report(result: ScanResult, show: int) -> None:
     t.add_row("encoder", f"{result.encoder['spec']}  ({result.encoder['source']})")
     cal = result.calibration
     t.add_row("classifier", f"{cal.attack_name} (held-out shadow AUC {fmt(cal.held_out_metrics.get('roc_auc'))})")
-    n_skipped = sum(s.set == "suspect" for s in result.skipped)
+    n_skipped = sum(s.set == "suspect" and not s.folder for s in result.skipped)
     distinct = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates
     t.add_row("images scored", f"{n} of {result.n_images} ({n_skipped} skipped, {result.n_duplicates} duplicates; "
               f"{distinct} distinct images tested)")
     if result.overlap is not None:
         t.add_row("left out", result.overlap.reason)
+    if result.ignored:
+        t.add_row("files left out", "; ".join(f"{i.set}: {i.count} {i.reason}" for i in result.ignored)
+                  + " (not read: auditmi reads " + ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)) + ")")
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
     t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct ({st.n_flagged / distinct:.1%}) at threshold {shown_thr:.4g} ({thr.kind} threshold), "
               f"calibrated FPR {fmt(thr.expected_fpr)}, TPR {fmt(thr.calibrated_tpr)}")
@@ -120,10 +125,9 @@ def _finite(x: float | None) -> float | None:
 @app.command()
 @handle_errors
 def scan(
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively) to audit.", show_default=False)],
     encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder: alias (clip-vit-b32), open_clip:MODEL@TAG, timm:NAME or timm:DIR, hf:REPO_ID or hf:DIR, http:CONFIG.toml or http:URL, a torch.export FILE.pt2, an auditmi checkpoint folder, or a TorchScript file (`auditmi encoders --all` lists them with examples).")],
     calibration: Annotated[Path, typer.Option("--calibration", "-c", help="Calibration bundle folder written by `auditmi calibrate`.")],
-    reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Images known NOT to be in the training data (repeatable). Enables the rank test, per-image p-values and the shift check.")] = None,
+    reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Images known NOT to be in the training data: files and folders, every path up to the next option (so reference/*.png works). Enables the rank test, per-image p-values and the shift check.")] = None,
     attack: Annotated[str | None, typer.Option("--attack", "-a", help="Classifier: T (threshold), V (vector) or S (set). Default: the best on held-out shadow data.")] = None,
     views: Annotated[int | None, typer.Option("--views", "-n", help="Augmented views per image (default: the calibration's; must match it).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
@@ -144,17 +148,31 @@ def scan(
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Also write one row per scored image (path, sha256, score, p-value, flags, features, image statistics) to this Parquet file (needs pyarrow).")] = None,
     max_report_images: Annotated[int, typer.Option("--max-report-images", help="Most images listed in the JSON report (the highest scores); the aggregate always covers every image, --parquet lists them all.")] = 10_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    images: Annotated[list[Path] | None, typer.Argument(metavar="IMAGES", help="Image files or folders (searched recursively) to audit. Not after --reference: its values run to the next option.", show_default=False)] = None,
 ) -> None:
     """Score IMAGES for membership in ENCODER's training data and print a verdict."""
     # Checks that need no torch run before importing it, so a typo fails at once; the scan
     # repeats them with the same functions.
-    from auditmi._paths import check_rates, precheck
+    from auditmi._io import check_destination
+    from auditmi._paths import cap_workers, check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
     from auditmi.engines import check_engine
     from auditmi.validate import int_in
 
+    if not images:
+        raise InputError(
+            "no suspect images given. Put the images to audit first: `auditmi scan SUSPECTS... --reference REF...`; "
+            "every path after --reference, up to the next option, is a reference image (end the list with -- if needed)."
+        )
     check_rates(fpr, fdr, alpha)
+    check_views(views)
+    check_batch_size(batch_size)
+    check_workers(workers)
+    check_device(device)
+    check_attack(attack)
     check_engine(engine)
     int_in("--max-report-images", max_report_images, 0, 10**9)
+    for dest in ([json_out] if json_out is not None else []) + ([html] if html is not None else []) + ([parquet] if parquet is not None else []):
+        check_destination(dest)  # before any work: a typo must not cost a whole scan
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
     if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
@@ -162,10 +180,20 @@ def scan(
 
         http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
     tr = read_truth(truth) if truth else None
-    for dest in ([Path(json_out)] if json_out and json_out != "-" else []) + ([html] if html else []) + ([parquet] if parquet else []):
-        if not dest.parent.is_dir():
-            raise InputError(f"cannot write the report to {dest}: folder {dest.parent} does not exist.")
+    if not no_cache:
+        from auditmi.cache import read_only_note
+
+        if ro := read_only_note(cache_dir):
+            err.print(Text.assemble(("note: ", "yellow"), ro))
+    if workers is not None and engine == "local":  # with ray, --workers counts actors on the cluster
+        workers, note = cap_workers(workers)
+        if note:
+            err.print(Text.assemble(("note: ", "yellow"), note))
+    from auditmi.cli.options import encoder_assumptions
     from auditmi.jobs import scan as job
+
+    for warning in encoder_assumptions(encoder):
+        err.print(Text.assemble(("warning: ", "yellow"), warning))
     from auditmi.report import InvalidReportError, scan_report, validate_report, write_html, write_json
 
     opts = job.ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,

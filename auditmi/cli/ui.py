@@ -6,11 +6,14 @@ import contextlib
 import math
 from collections.abc import Iterator
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-out = Console(highlight=False, soft_wrap=False)
-err = Console(stderr=True, highlight=False)
+from auditmi.terminal import SafeConsole
+
+# Safe consoles: file names cannot inject escape codes or markup, and a non-UTF-8 terminal gets
+# escapes instead of a crash (see auditmi/terminal.py).
+out = SafeConsole(highlight=False, soft_wrap=False)
+err = SafeConsole(stderr=True, highlight=False)
 
 STAGE_LABELS = {
     "suspect": "embedding suspect images",

@@ -11,11 +11,56 @@ from typing import Any
 import torch
 
 from auditmi.bundle import sha256_file  # noqa: F401  (re-exported: encoders hash their weight files)
-from auditmi.errors import InputError
+from auditmi.errors import EncoderUnavailableError, InputError
+from auditmi.validate import is_finite_number, is_number
+
+#: Input sides an encoder may declare. Real encoders use 224-518 px; the upper bound keeps a
+#: mistyped config (``input_size: 6000``) from allocating tens of GB for the views, the lower
+#: one keeps the view crops meaningful.
+MIN_INPUT_SIZE = 8
+MAX_INPUT_SIZE = 1024
+
+Triple = tuple[float, float, float]
+
+
+def validate_preprocessing(input_size: Any, mean: Any, std: Any, source: str = "the encoder config") -> tuple[int, Triple, Triple]:
+    """Check an encoder's declared input size and normalisation; every backend calls this.
+
+    Args:
+        input_size: side of the square input, a whole number of pixels.
+        mean, std: per-channel (RGB) normalisation, three finite numbers each; ``std`` > 0.
+        source: where the values came from (a file name), for the message.
+
+    Returns:
+        ``(input_size, mean, std)`` as an int and two float triples.
+
+    Raises:
+        EncoderUnavailableError: a value that cannot be right (exit 4): the problem is the
+            encoder's configuration, not the images.
+    """
+    problems = []
+    if not is_number(input_size) or not float(input_size).is_integer():
+        problems.append(f"input_size must be a whole number of pixels (got {input_size!r})")
+    elif not MIN_INPUT_SIZE <= int(input_size) <= MAX_INPUT_SIZE:
+        problems.append(f"input_size must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels (got {input_size!r})")
+    triples: dict[str, Triple] = {}
+    for name, v in (("mean", mean), ("std", std)):
+        if isinstance(v, (list, tuple)) and len(v) == 3 and all(is_finite_number(x) for x in v):
+            triples[name] = (float(v[0]), float(v[1]), float(v[2]))
+        else:
+            problems.append(f"{name} must be three finite numbers, one per RGB channel (got {v!r})")
+    if "std" in triples and min(triples["std"]) <= 0:
+        problems.append(f"std must be positive in every channel (got {list(std)}): the encoder's inputs would be divided by zero")
+    if problems:
+        raise EncoderUnavailableError(f"{source} is invalid: " + "; ".join(problems) + ". Fix it, or re-export the encoder.")
+    return int(input_size), triples["mean"], triples["std"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is a clear error."""
+    from auditmi._paths import check_device
+
+    check_device(device)  # the CLI runs the same check before importing torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -70,6 +115,12 @@ class Encoder:
     #: Called by the pipeline before embedding with (images, views per image, views per call);
     #: raises an :class:`~auditmi.errors.AuditmiError` to refuse the work (e.g. over a query budget).
     preflight: Callable[[int, int, int], None] | None = None
+
+    def __post_init__(self) -> None:
+        # Every backend builds an Encoder: a config that cannot be right is refused here, as an
+        # encoder problem (exit 4), before a single image is rendered with it.
+        self.input_size, self.mean, self.std = validate_preprocessing(
+            self.input_size, self.mean, self.std, source=f"encoder {self.spec!r}")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

@@ -26,7 +26,7 @@ from auditmi.bundle import (
     verify,
     write_bundle,
 )
-from auditmi.encoders.base import Encoder, prepare_module
+from auditmi.encoders.base import Encoder, prepare_module, validate_preprocessing
 from auditmi.errors import EncoderUnavailableError
 from auditmi.models import build_backbone
 
@@ -36,9 +36,6 @@ CONFIG_NAME = "encoder.json"
 WEIGHTS_NAME = "model.safetensors"
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
-#: Input sizes a checkpoint may declare: a view batch is n_views x batch x 3 x size^2 floats, so
-#: 6000 px would need tens of GB; 1024 px covers every encoder auditmi trains or wraps.
-MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 #: Largest width/depth value an architecture may declare (ResNet-18 at width 64 uses 64 and 2).
 MAX_ARCH_VALUE = 4096
 
@@ -136,11 +133,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if cfg.get("weights_sha256", files[weights]) != files[weights]:
         raise err(f"{p} records two different hashes for {weights}. {_FIX}")
     _check_architecture(cfg.get("architecture"))
-    V.int_in("input_size", cfg.get("input_size"), MIN_INPUT_SIZE, MAX_INPUT_SIZE, error=err)
-    V.finite_list("mean", cfg.get("mean"), length=3, error=err)
-    std = V.finite_list("std", cfg.get("std"), length=3, error=err)
-    if min(std) <= 0:
-        raise err(f"std must hold 3 numbers > 0 (it divides the pixels), got {std}.")
+    # The one check of preprocessing values, shared by every backend (exit 4, before any model is built).
+    cfg["input_size"], cfg["mean"], cfg["std"] = validate_preprocessing(cfg.get("input_size"), cfg.get("mean"), cfg.get("std"), source=str(p))
     if cfg.get("embedding_dim") is not None and (not V.is_int(cfg["embedding_dim"]) or cfg["embedding_dim"] < 0):
         raise err(f"embedding_dim must be an integer >= 0, got {cfg['embedding_dim']!r}.")
     cfg["_weights_sha256"] = files[weights]

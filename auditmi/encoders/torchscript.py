@@ -9,7 +9,8 @@ compiled TorchScript graphs; it does not run arbitrary Python (unlike ``torch.lo
 pickled module, which auditmi never does). The model must map a normalised (B, 3, S, S) batch
 to (B, D) embeddings. Input size and normalisation come from a sidecar JSON next to the file
 (``model.pt.json`` or ``model.json``: ``{"input_size": 224, "mean": [...], "std": [...]}``);
-without one, 224 px and ImageNet statistics are assumed and reported.
+without one, 224 px and ImageNet statistics are assumed, recorded in the report and shown as a
+warning on the terminal (:func:`missing_sidecar_note`). A sidecar with a bad value is refused.
 """
 
 from __future__ import annotations
@@ -21,20 +22,48 @@ from pathlib import Path
 
 import torch
 
-from auditmi.encoders.base import Encoder, prepare_module, sha256_file
+from auditmi.encoders.base import Encoder, prepare_module, sha256_file, validate_preprocessing
 from auditmi.errors import EncoderUnavailableError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+SIDECAR_KEYS = ("input_size", "mean", "std")
+
+
+def sidecar_candidates(path: Path) -> tuple[Path, Path]:
+    """Where a TorchScript file's sidecar may be: ``model.pt.json``, then ``model.json``."""
+    return path.with_name(path.name + ".json"), path.with_suffix(".json")
+
+
+def missing_sidecar_note(path: str | Path) -> str | None:
+    """The warning to show when a TorchScript file has no sidecar (None when it has one)."""
+    p = Path(path).expanduser()
+    if any(c.is_file() for c in sidecar_candidates(p)):
+        return None
+    return (f"{p} has no sidecar {p.name}.json: assuming 224 px input and ImageNet normalisation "
+            f"(mean {list(IMAGENET_MEAN)}, std {list(IMAGENET_STD)}). If the encoder was trained otherwise the audit is "
+            f'weaker than it should be: write {p.name}.json with {{"input_size": ..., "mean": [...], "std": [...]}}.')
+
+
 def _sidecar(path: Path) -> tuple[dict, str]:
-    for cand in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+    """The sidecar's validated values (``input_size``, ``mean``, ``std``) and its path."""
+    for cand in sidecar_candidates(path):
         if cand.is_file():
             try:
-                return json.loads(cand.read_text()), str(cand)
-            except json.JSONDecodeError as e:
-                raise EncoderUnavailableError(f"cannot parse {cand}: {e}") from e
+                meta = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise EncoderUnavailableError(f"cannot read the TorchScript sidecar {cand}: {e}. It must be JSON like "
+                                              '{"input_size": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}.') from e
+            if not isinstance(meta, dict):
+                raise EncoderUnavailableError(f"the TorchScript sidecar {cand} must hold a JSON object with {', '.join(SIDECAR_KEYS)}.")
+            unknown = sorted(set(meta) - set(SIDECAR_KEYS))
+            if unknown:
+                raise EncoderUnavailableError(f"the TorchScript sidecar {cand} has unknown keys {unknown}; it may hold {', '.join(SIDECAR_KEYS)}.")
+            size, mean, std = validate_preprocessing(meta.get("input_size", 224), meta.get("mean", IMAGENET_MEAN),
+                                                     meta.get("std", IMAGENET_STD), source=f"the TorchScript sidecar {cand}")
+            return {"input_size": size, "mean": mean, "std": std}, str(cand)
     return {}, ""
 
 
@@ -51,6 +80,7 @@ def load_torchscript(path: str | Path, device: torch.device, spec: str) -> Encod
                 f"{p} looks like a pickled state_dict or module, not TorchScript. auditmi never unpickles "
                 "shared files: export with torch.jit.script/trace + torch.jit.save, or write an auditmi checkpoint folder."
             )
+    meta, meta_path = _sidecar(p)  # a bad sidecar fails before the model is loaded
     try:
         with warnings.catch_warnings():
             # torch.jit.load is deprecated ("switch to torch.export"): the advice is for the file's
@@ -59,7 +89,6 @@ def load_torchscript(path: str | Path, device: torch.device, spec: str) -> Encod
             module = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
         raise EncoderUnavailableError(f"cannot load TorchScript {p}: {e}") from e
-    meta, meta_path = _sidecar(p)
     prepare_module(module, device)
     note = {} if meta_path else {"note": "no sidecar JSON: assumed 224 px input and ImageNet normalisation"}
     digest = sha256_file(p)

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from auditmi.calibration import Calibration, fit_calibration, save_calibration
+from auditmi.discovery import Skipped
 from auditmi.encoders import load_encoder, resolve_device
 from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.images import ImageLoadError, read_and_hash
-from auditmi.jobs.common import Progress, discover_images, environment, features
+from auditmi.jobs.common import Progress, discover_set, environment, features
 from auditmi.jobs.sets import refuse_overlap
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 from auditmi.views import ViewConfig
@@ -70,8 +71,10 @@ class CalibrateResult:
         return iter((self.bundle, self.calibration))
 
 
-def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path], list[str], list[str]]:
-    """Seeded member/non-member split that depends only on file contents (not names or order)."""
+def _split_by_hash(paths: list[Path], fraction: float, seed: int, unreadable: list[Skipped] | None = None,
+                   ) -> tuple[list[Path], list[Path], list[str], list[str]]:
+    """Seeded member/non-member split that depends only on file contents (not names or order);
+    files that cannot be read (or are not images) go to ``unreadable`` with the reason."""
     if not 0 < fraction < 1:
         raise InputError(f"--member-fraction must be between 0 and 1 (got {fraction}).")
     hashed = []
@@ -79,7 +82,9 @@ def _split_by_hash(paths: list[Path], fraction: float, seed: int) -> tuple[list[
     for p in paths:
         try:
             _, h = read_and_hash(p)
-        except ImageLoadError:
+        except ImageLoadError as e:
+            if unreadable is not None:
+                unreadable.append(Skipped(p, e.reason))
             continue
         if h not in seen:  # a duplicate must not land on both sides
             seen.add(h)
@@ -98,18 +103,22 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cfg = ViewConfig(n_views=opts.views)
     out = Path(opts.out)
     shadow_meta: dict[str, Any]
+    unreadable: list[Skipped] = []  # folders not searched, files refused before the split (not images, empty, too large)
     if opts.shadow_encoder:
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
-        mem_paths, non_paths = discover_images(opts.members, "member"), discover_images(opts.non_members, "non-member")
+        md, nd = discover_set(opts.members, "member"), discover_set(opts.non_members, "non-member")
+        mem_paths, non_paths = md.images, nd.images
+        unreadable += md.unreadable + nd.unreadable
         refuse_overlap(mem_paths, non_paths, "member", "non-member")  # before any work
         enc = load_encoder(opts.shadow_encoder, opts.device)
         shadow_meta = {"trained_by_auditmi": False, "encoder": enc.describe()}
     else:
         if not opts.shadow_data:
             raise InputError("give --shadow-data DIR (public images to pre-train a shadow encoder on) or --shadow-encoder SPEC with --members/--non-members.")
-        allp = discover_images(opts.shadow_data, "shadow-data")
-        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed)
+        sd = discover_set(opts.shadow_data, "shadow-data")
+        allp, unreadable = sd.images, list(sd.unreadable)
+        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed, unreadable)
         if len(mem_paths) < 8 or len(non_paths) < 8:
             raise InputError(f"calibration needs at least 16 distinct shadow images (found {len(mem_paths) + len(non_paths)}).")
         tensors, shas, skipped = load_training_images(mem_paths, opts.image_size, cfg)
@@ -139,6 +148,6 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cal = fit_calibration(mf.features, nf.features, cfg, kinds=opts.attacks, seed=opts.seed, heldout_fraction=opts.heldout_fraction,
                           attack_options=opts.attack_options,
                           meta={"shadow": shadow_meta, "command": command, "environment": environment(),
-                                "skipped": [{"path": str(s.path), "reason": s.reason} for s in mf.skipped + nf.skipped]})
+                                "skipped": [{"path": str(s.path), "reason": s.reason} for s in unreadable + mf.skipped + nf.skipped]})
     save_calibration(cal, out)
     return CalibrateResult(out, cal)

@@ -13,10 +13,10 @@ import torch
 
 from auditmi import __version__
 from auditmi.cache import FeatureCache
+from auditmi.discovery import Discovery, discover
 from auditmi.encoders import Encoder
 from auditmi.engines import compute_features
 from auditmi.errors import InputError
-from auditmi.images import discover
 from auditmi.pipeline import FeatureSet
 from auditmi.views import ViewConfig
 
@@ -41,14 +41,20 @@ def environment() -> dict[str, Any]:
 
 def discover_images(paths: Sequence[str | Path], what: str) -> list[Path]:
     """Image files under ``paths``; an :class:`InputError` naming ``what`` when there is none."""
+    return discover_set(paths, what).images
+
+
+def discover_set(paths: Sequence[str | Path], what: str) -> Discovery:
+    """:func:`discover`, refusing a set without any image file (saying what was left out)."""
     d = discover(paths)
     if not d.images:
-        extra = f" ({len(d.ignored)} files with other extensions were ignored)" if d.ignored else ""
+        left = [f"{n} {k}" for k, n in d.ignored_counts().items()] + [f"{len(d.unreadable)} unreadable folders"] * bool(d.unreadable)
+        extra = f" (left out: {', '.join(left)})" if left else ""
         raise InputError(
             f"no image files found in the {what} path(s) {', '.join(map(str, paths))}{extra}. "
             "Supported: jpg, jpeg, png, webp, bmp, gif, tif, tiff."
         )
-    return d.images
+    return d
 
 
 def features(paths: list[Path], enc: Encoder, cfg: ViewConfig, seed: int, batch_size: int | None, cache: FeatureCache | None,

@@ -15,7 +15,7 @@ from auditmi.cache import FeatureCache, default_cache_dir
 from auditmi.calibration import load_calibration
 from auditmi.encoders import load_encoder
 from auditmi.images import Skipped
-from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
+from auditmi.jobs.common import Progress, discover_set, environment, features, require_usable
 from auditmi.jobs.sets import refuse_overlap
 from auditmi.pipeline import cache_key
 from auditmi.views import ViewConfig
@@ -67,13 +67,13 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
                  use_cache: bool = True, progress: Progress | None = None, workers: int | None = None,
                  engine: str = "local") -> EvaluateResult:
     """Per-classifier metrics on images whose membership the user knows (model builders)."""
-    mem_paths, non_paths = discover_images(members, "member"), discover_images(non_members, "non-member")
-    refuse_overlap(mem_paths, non_paths, "member", "non-member")  # before any work
+    md, nd = discover_set(members, "member"), discover_set(non_members, "non-member")
+    refuse_overlap(md.images, nd.images, "member", "non-member")  # before any work
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = features(mem_paths, enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
-    nf = features(non_paths, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members", engine, device)
+    mf = features(md.images, enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
+    nf = features(nd.images, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members", engine, device)
     require_usable(mf, "member")
     require_usable(nf, "non-member")
     refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
@@ -90,5 +90,5 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
         classifiers.append(ClassifierEvaluation(kind, S.binary_metrics(y, sc, ac.thresholds["accuracy"]), at, S.roc_points(y, sc)))
     return EvaluateResult(created=_dt.datetime.now(_dt.timezone.utc), encoder=enc.describe(), calibration_path=cal.path,
                           calibration_sha256=cal.sha256, default_attack=cal.default_attack, n_members=mf.n, n_non_members=nf.n,
-                          skipped=mf.skipped + nf.skipped, classifiers=classifiers, views=cal.views, seed=seed,
+                          skipped=md.unreadable + nd.unreadable + mf.skipped + nf.skipped, classifiers=classifiers, views=cal.views, seed=seed,
                           environment=environment())

@@ -37,7 +37,7 @@ from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.jobs.common import Progress, discover_images, environment, features, require_usable
+from auditmi.jobs.common import Progress, discover_set, environment, features, require_usable
 from auditmi.jobs.sets import Overlap, Separated, duplicate_groups, overlapping_files, separate
 from auditmi.pipeline import FeatureSet, cache_key
 from auditmi.shift import ShiftCheck, shift_check
@@ -91,6 +91,16 @@ class SkippedFile:
     path: Path
     reason: str
     set: str  # "suspect" or "reference"
+    folder: bool = False  # a sub-folder that could not be listed (its files were never found)
+
+
+@dataclass(frozen=True)
+class IgnoredFiles:
+    """Files left out while searching a set's folders (never opened), counted by reason."""
+
+    set: str  # "suspect" or "reference"
+    reason: str  # "hidden", "no extension", "extension .heic", "not a regular file"
+    count: int
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,7 @@ class ScanResult:
     truth: dict[str, Any] | None = None  # comparison with known membership (added by the caller)
     n_distinct: int | None = None  # distinct suspect images tested (duplicates count once)
     overlap: Overlap | None = None  # suspects left out because they are reference images
+    ignored: list[IgnoredFiles] = field(default_factory=list)  # files left out of the folder search
 
 
 # --------------------------------------------------------------------------------------- steps
@@ -206,6 +217,8 @@ class ScanInputs:
     suspects: list[Path]
     reference: list[Path]
     same_file: list[Path] = field(default_factory=list)  # suspect paths left out: they are reference files
+    unreadable: list[SkippedFile] = field(default_factory=list)  # sub-folders that could not be listed
+    ignored: list[IgnoredFiles] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -238,8 +251,14 @@ def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs
     folder, or the same folder given twice) are left out of the suspects before any work; when
     nothing else is left, the scan is refused.
     """
-    suspects = discover_images(images, "suspect")
-    refs = discover_images(opts.reference, "reference") if opts.reference else []
+    sd = discover_set(images, "suspect")
+    rd = discover_set(opts.reference, "reference") if opts.reference else None
+    unreadable, ignored = [], []
+    for what, d in (("suspect", sd), ("reference", rd)):
+        if d is not None:
+            unreadable += [SkippedFile(s.path, s.reason, what, folder=True) for s in d.unreadable]
+            ignored += [IgnoredFiles(what, k, n) for k, n in d.ignored_counts().items()]
+    suspects, refs = sd.images, (rd.images if rd else [])
     same = overlapping_files(suspects, refs)
     if same:
         gone = set(same)
@@ -247,7 +266,7 @@ def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs
         if not suspects:
             raise InputError(f"every suspect image is also a reference image ({len(same)} files): the suspects and the reference "
                              "must be different images. Give the reference (known non-members) and the images to audit as separate folders.")
-    return ScanInputs(suspects, refs, same)
+    return ScanInputs(suspects, refs, same, unreadable, ignored)
 
 
 def load_setup(opts: ScanOptions) -> ScanSetup:
@@ -348,7 +367,8 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
         from auditmi.parquet import write_image_table
 
         write_image_table(opts.parquet, rows, sep.suspects, feature_config(setup.views.n_views))
-    skipped = [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped]
+    skipped = [u for u in inputs.unreadable if u.set == "suspect"] + [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped]
+    skipped += [u for u in inputs.unreadable if u.set == "reference"]
     if rs is not None:
         skipped += [SkippedFile(s.path, s.reason, "reference") for s in rs.skipped]
     reference = None
@@ -370,12 +390,12 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
                       mean_score=float(np.mean(sc.scores)), threshold=sc.threshold, statistics=st, reference=reference,
                       skipped=skipped, duplicates=duplicate_groups(sep.suspects), encoder=setup.encoder.describe(),
                       calibration=calibration, config=config, environment=environment(), timing=timing,
-                      n_distinct=fs.n, overlap=sep.overlap)
-
+                      n_distinct=fs.n, overlap=sep.overlap, ignored=inputs.ignored)
 
 
 __all__ = [
     "CalibrationUsed",
+    "IgnoredFiles",
     "ReferenceSummary",
     "ScanConfig",
     "ScanInputs",

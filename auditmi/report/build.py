@@ -53,7 +53,7 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
         "verdict": {"label": v.label.value, "reason": v.reason, "test": v.test.value,
                     "p_value": None if v.p_value is None else float(v.p_value), "alpha": v.alpha},
         "aggregate": {
-            "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" for s in result.skipped),
+            "n_images": result.n_images, "n_scored": n, "n_skipped": sum(s.set == "suspect" and not s.folder for s in result.skipped),
             "n_duplicates": result.n_duplicates,
             "n_distinct": n_tested,
             "n_flagged": st.n_flagged, "fraction_flagged": st.n_flagged / n_tested, "mean_score": result.mean_score,
@@ -76,6 +76,7 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
             "n_skipped": result.reference.n_skipped, "n_distinct": result.reference.n_distinct,
             "scores": list(result.reference.scores)},
         "skipped": [{"path": str(s.path), "reason": s.reason, "set": s.set} for s in result.skipped],
+        "ignored": [{"set": i.set, "reason": i.reason, "count": i.count} for i in result.ignored],
         "duplicates": [[str(p) for p in g] for g in result.duplicates],
         "overlap": None if result.overlap is None else {
             "n_excluded": len(result.overlap.paths), "n_same_file": result.overlap.n_same_file,

@@ -25,7 +25,7 @@ import numpy as np
 from auditmi import __version__
 from auditmi.errors import InputError
 from auditmi.report import charts
-from auditmi.report.format import DASH, finite, finite_list, get, json_text, num, pval
+from auditmi.report.format import DASH, count, finite, finite_list, get, json_text, num, pval
 from auditmi.report.jsondoc import write_text
 from auditmi.report.sections import image_rows, key_number_cards, provenance, roc_chart
 
@@ -112,6 +112,8 @@ def render_html(report: Mapping[str, Any], top_k: int = 20, thumbnails: bool = T
         "images": rows,
         "n_images": n_images,
         "skipped": [{"path": str(s.get("path", "")), "set": str(s.get("set", "")), "reason": str(s.get("reason", ""))} for s in skipped],
+        "ignored": [{"set": str(i.get("set", "")), "reason": str(i.get("reason", "")), "count": count(i.get("count"))}
+                    for i in (get(report, "ignored") or []) if isinstance(i, Mapping)],
         "duplicates": [[str(p) for p in g] for g in groups],
         "provenance": prov_rows,
         "blocks": [(t, json_text(v)) for t, v in prov_blocks],
@@ -126,4 +128,8 @@ def write_html(report: Mapping[str, Any], dest: str | Path, **kw: Any) -> None:
     Raises:
         InputError: The file cannot be written, or bad ``top_k``.
     """
-    write_text(render_html(report, **kw), dest, "HTML report")
+    # A file name that is not UTF-8, or holds control characters (escape codes that `cat` would
+    # run) or bidirectional overrides, is shown with visible \xNN / \uNNNN escapes.
+    from auditmi.terminal import printable
+
+    write_text(printable(render_html(report, **kw), keep_newlines=True), dest, "HTML report")

@@ -135,6 +135,10 @@ def write_json(report: Mapping[str, Any], dest: str | Path) -> None:
     """
     text = to_json(report) + "\n"
     if str(dest) == "-":
+        try:
+            text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):  # e.g. PYTHONIOENCODING=ascii: the same JSON, \u-escaped
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=True) + "\n"
         sys.stdout.write(text)
         sys.stdout.flush()
         return
