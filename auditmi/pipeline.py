@@ -29,11 +29,12 @@ import torch
 
 from auditmi._paths import WORKER_MEMORY, cap_workers, check_batch_size, check_workers
 from auditmi.cache import FeatureCache
-from auditmi.descriptors import STAT_NAMES, image_statistics
+from auditmi.decoding import decode_item
+from auditmi.descriptors import STAT_NAMES
 from auditmi.encoders.base import Encoder
 from auditmi.features import feature_config, n_features, pairwise_cosine
-from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
-from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
+from auditmi.images import Skipped
+from auditmi.views import ViewConfig, ViewParams, pad_batch, render_views, working_side
 
 ProgressFn = Callable[[int, int], None]
 
@@ -84,27 +85,7 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        p = self.paths[i]
-        try:
-            data, sha = read_and_hash(p)
-            if sha in self.cached:
-                return {"i": i, "sha": sha, "cached": True}
-            pixels, size = decode(data, self.max_side)
-        except ImageLoadError as e:
-            return {"i": i, "error": e.reason}
-        except Exception as e:  # a decoder bug must skip one file, never stop the scan
-            return {"i": i, "error": f"unexpected error while reading the image ({type(e).__name__}: {e})"}
-        h, w = pixels.shape[:2]
-        item = {
-            "i": i,
-            "sha": sha,
-            "cached": False,
-            "size": size,
-            "stats": image_statistics(pixels, size),
-            "pixels": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous(),
-            "params": params_for_image(h, w, sha, self.seed, self.cfg),
-        }
-        return item
+        return decode_item(self.paths[i], i, self.cached, self.max_side, self.seed, self.cfg)
 
 
 class _RenderCollate:
@@ -155,9 +136,11 @@ def _fork_available() -> bool:
     return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
-def default_batch_size(encoder: Encoder) -> int:
-    """Views per encoder pass: large on GPU (halved automatically on out-of-memory), modest on CPU."""
-    if encoder.device.type == "cuda":
+def default_batch_size(encoder: Encoder, device_type: str | None = None) -> int:
+    """Views per encoder pass: large on GPU (halved automatically on out-of-memory), modest on CPU.
+
+    ``device_type`` (cpu or cuda): where the encoder will run, when not on ``encoder.device``."""
+    if (device_type or encoder.device.type) == "cuda":
         return 1024 if encoder.input_size <= 64 else 512
     return 256 if encoder.input_size <= 64 else 40
 
@@ -181,7 +164,7 @@ def worker_memory(encoder: Encoder, batch_size: int) -> int:
     return WORKER_MEMORY + batch_size * 3 * encoder.input_size**2 * 4 * 8
 
 
-class _Embedder:
+class Embedder:
     """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
 
     def __init__(self, encoder: Encoder, batch_size: int) -> None:
@@ -276,7 +259,7 @@ def compute_features(
         from torchvision.ops import roi_align  # noqa: F401
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
     chunk = max(1, bs // n_views) if parallel_embed else max(1, min(16, bs // n_views))
-    embedder = _Embedder(encoder, bs)
+    embedder = Embedder(encoder, bs)
     # PyTorch warns (at construction and again when iterating) when there are more workers than
     # cores; --workers is the user's explicit choice, so that warning only confuses them. The
     # filter is scoped to this one message, here, and leaves every other warning alone.
@@ -315,12 +298,7 @@ def compute_features(
             emb = embedder.encode(torch.cat([it["views"] for it in pending])).view(len(pending), n_views, -1)
             feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
         else:
-            imgs, _ = pad_batch([it["pixels"] for it in pending])
-            params = ViewParams.cat([it["params"] for it in pending])
-            if encoder.device.type == "cuda":
-                imgs = imgs.pin_memory().to(encoder.device, non_blocking=True)
-            emb = embedder(imgs, params).view(len(pending), n_views, -1)
-            feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+            feats = embed_decoded([it["pixels"] for it in pending], [it["params"] for it in pending], embedder, n_views)
         stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
         shas = [it["sha"] for it in pending]
         for s, f, st in zip(shas, feats, stats, strict=True):
@@ -353,6 +331,34 @@ def compute_features(
             progress(done, len(paths))
     flush()
 
+    total = time.perf_counter() - t_start
+    return assemble(paths, info, by_sha, skipped, n_from_cache, n_views,
+                    {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
+                     "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * n_views),
+                     "batch_size": float(embedder.bs), "workers": float(workers)},
+                    notes=[cap_note] if cap_note else [])
+
+
+def embed_decoded(pixels: Sequence[torch.Tensor], params: Sequence[ViewParams], embedder: Embedder, n_views: int) -> np.ndarray:
+    """Membership features (float32, one row per image) of decoded images: render their views
+    on the encoder's device and embed them (see :class:`Embedder`). Used by every engine."""
+    imgs, _ = pad_batch(list(pixels))
+    cat = ViewParams.cat(list(params))
+    if embedder.enc.device.type == "cuda":
+        imgs = imgs.pin_memory().to(embedder.enc.device, non_blocking=True)
+    emb = embedder(imgs, cat).view(len(pixels), n_views, -1)
+    return pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+
+
+def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] | None]], by_sha: dict[str, tuple[np.ndarray, np.ndarray]],
+             skipped: list[Skipped], n_from_cache: int, n_views: int, timing: dict[str, float],
+             notes: Sequence[str] | None = None) -> FeatureSet:
+    """The FeatureSet of a finished run, in the order of ``paths``.
+
+    ``info`` maps the index of each usable image to (sha256, original size or None when it came
+    from the cache); ``by_sha`` holds the features and statistics of every sha256. Used by every
+    engine, so row order, duplicate groups and counts cannot differ between them.
+    """
     rows: list[ImageRow] = []
     feats_l: list[np.ndarray] = []
     stats_l: list[np.ndarray] = []
@@ -365,7 +371,6 @@ def compute_features(
         stats_l.append(st)
         groups.setdefault(sha, []).append(paths[i])
     nf = n_features(n_views)
-    total = time.perf_counter() - t_start
     return FeatureSet(
         rows=rows,
         features=np.stack(feats_l) if feats_l else np.zeros((0, nf), np.float32),
@@ -373,10 +378,8 @@ def compute_features(
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
-        notes=[cap_note] if cap_note else [],
-        timing={"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
-                "encode_in_workers": float(parallel_embed), "views_encoded": float((len(rows) - n_from_cache) * n_views),
-                "batch_size": float(embedder.bs), "workers": float(workers)},
+        notes=list(notes or []),
+        timing=timing,
     )
 
 

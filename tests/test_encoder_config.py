@@ -125,9 +125,10 @@ def test_bad_torchscript_sidecar_is_an_encoder_error(scripted: Path, sidecar: by
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_bad_torchscript_sidecar_exits_4_without_a_traceback(calibrated: Calibrated, scripted: Path, tmp_path: Path) -> None:
     (scripted.parent / "enc.pt.json").write_text('{"input_size": "big"}')
-    imgs = tmp_path / "imgs"
-    make_noise_images(imgs, 2, seed=2)
-    p = invoke_in_process("evaluate", "-e", scripted, "-c", calibrated.bundle, "--members", imgs, "--non-members", imgs,
+    mem, non = tmp_path / "mem", tmp_path / "non"
+    make_noise_images(mem, 2, seed=2)
+    make_noise_images(non, 2, seed=3)
+    p = invoke_in_process("evaluate", "-e", scripted, "-c", calibrated.bundle, "--members", mem, "--non-members", non,
                           "--device", "cpu", "--no-cache", "-q")
     assert_user_error(p, 4, "enc.pt.json", "input_size must be a whole number")
 

@@ -37,13 +37,16 @@ def calibrate(
     vector_epochs: Annotated[int, typer.Option("--classifier-epochs", help="Training epochs of the V and S classifiers (paper: 300 for V).")] = 300,
     json_out: Annotated[str | None, typer.Option("--json", help="Also write the bundle summary as JSON to FILE or '-'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Where the feature stage runs: local or ray (see `auditmi scan --help`); shadow pre-training stays local.")] = "local",
 ) -> None:
     """Pre-train a shadow encoder and fit the EncoderMI-T/-V/-S classifiers into a calibration bundle."""
     from auditmi._io import check_destination
     from auditmi._paths import check_batch_size, check_device, check_fraction, check_positive, check_views, parse_attacks, precheck
+    from auditmi.engines import check_engine
 
     # Everything that needs no torch is checked before importing it, so a typo fails at once.
     kinds = parse_attacks(attacks)
+    check_engine(engine)
     check_views(views)
     check_positive("--epochs", epochs)
     check_batch_size(batch_size)
@@ -65,7 +68,7 @@ def calibrate(
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
                             image_size=image_size, member_fraction=member_fraction, views=views, seed=seed, device=device,
                             shadow_encoder=shadow_encoder, members=list(members or []), non_members=list(non_members or []),
-                            attacks=kinds, optimizer=optimizer, lr=lr, shadows=shadows,
+                            attacks=kinds, optimizer=optimizer, lr=lr, shadows=shadows, engine=engine,
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
         result = run_calibrate(opts, progress=cb, command=command_line())

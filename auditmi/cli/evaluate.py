@@ -52,12 +52,16 @@ def evaluate(
     no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE or '-' (stdout, nothing else).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local or ray (see `auditmi scan --help`).")] = "local",
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (local) or embedding actors (ray); default: chosen for the machine.")] = None,
 ) -> None:
     """Accuracy, precision, recall, ROC AUC and TPR at 1% / 0.1% FPR of every classifier on known members/non-members."""
     from auditmi._io import check_destination
     from auditmi._paths import check_batch_size, check_device, precheck
+    from auditmi.engines import check_engine
 
     check_batch_size(batch_size)  # before importing torch: typos fail at once
+    check_engine(engine)
     check_device(device)
     if json_out is not None:
         check_destination(json_out)
@@ -76,7 +80,7 @@ def evaluate(
 
     with progress_bar(not quiet) as cb:
         result = run_evaluate(encoder, calibration, members, non_members, seed=seed, device=device, batch_size=batch_size,
-                              cache_dir=cache_dir, use_cache=not no_cache, progress=cb)
+                              cache_dir=cache_dir, use_cache=not no_cache, progress=cb, workers=workers, engine=engine)
     if json_out:
         write_json(evaluate_report(result, command=command_line()), json_out)
         if json_out == "-":

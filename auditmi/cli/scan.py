@@ -160,6 +160,9 @@ def scan(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes. On a Linux CPU each decodes, renders and embeds its share of images with one thread (default: one per core); on a GPU they decode (default: cores - 1). 0: everything in this process.")] = None,
     show: Annotated[int, typer.Option("--show", help="Rows of the per-image table printed on the terminal.")] = 20,
+    engine: Annotated[str, typer.Option("--engine", help="local (this machine) or ray (the Ray cluster at $RAY_ADDRESS, else a Ray started here; needs auditmi[ray]). With ray, --workers is the number of embedding actors and --cache must be a folder every node sees.")] = "local",
+    parquet: Annotated[Path | None, typer.Option("--parquet", help="Also write one row per scored image (path, sha256, score, p-value, flags, features, image statistics) to this Parquet file (needs pyarrow).")] = None,
+    max_report_images: Annotated[int, typer.Option("--max-report-images", help="Most images listed in the JSON report (the highest scores); the aggregate always covers every image, --parquet lists them all.")] = 10_000,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     images: Annotated[list[Path] | None, typer.Argument(metavar="IMAGES", help="Image files or folders (searched recursively) to audit. Not after --reference: its values run to the next option.", show_default=False)] = None,
 ) -> None:
@@ -168,6 +171,8 @@ def scan(
     # repeats them with the same functions.
     from auditmi._io import check_destination
     from auditmi._paths import cap_workers, check_attack, check_batch_size, check_device, check_rates, check_views, check_workers, precheck
+    from auditmi.engines import check_engine
+    from auditmi.validate import int_in
 
     if not images:
         raise InputError(
@@ -180,7 +185,9 @@ def scan(
     check_workers(workers)
     check_device(device)
     check_attack(attack)
-    for dest in ([json_out] if json_out is not None else []) + ([html] if html is not None else []):
+    check_engine(engine)
+    int_in("--max-report-images", max_report_images, 0, 10**9)
+    for dest in ([json_out] if json_out is not None else []) + ([html] if html is not None else []) + ([parquet] if parquet is not None else []):
         check_destination(dest)  # before any work: a typo must not cost a whole scan
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
@@ -194,7 +201,7 @@ def scan(
 
         if ro := read_only_note(cache_dir):
             err.print(Text.assemble(("note: ", "yellow"), ro))
-    if workers is not None:
+    if workers is not None and engine == "local":  # with ray, --workers counts actors on the cluster
         workers, note = cap_workers(workers)
         if note:
             err.print(Text.assemble(("note: ", "yellow"), note))
@@ -207,7 +214,7 @@ def scan(
 
     opts = job.ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                            seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
-                           use_cache=not no_cache, workers=workers)
+                           use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet)
     with progress_bar(not quiet) as cb:
         result = job.run_scan(images, opts, progress=cb)
     if tr is not None:
@@ -217,7 +224,7 @@ def scan(
             comparison = {"error": str(e)}
             err.print(Text.assemble(("warning: ", "yellow"), f"{e} The report is written without the truth comparison."))
         result = dataclasses.replace(result, truth=comparison)
-    report = scan_report(result, command=command_line())
+    report = scan_report(result, command=command_line(), max_images=max_report_images, parquet=parquet)
     try:
         validate_report(report)
     except InvalidReportError as e:
@@ -228,7 +235,8 @@ def scan(
         if json_out:
             write_json(report, json_out)
         if html:
-            write_html(report, html)
+            # The HTML's score histogram needs every score, also when the JSON lists only the top images.
+            write_html(report if report["images_listed"]["complete"] else scan_report(result, command=command_line(), max_images=None), html)
             err.print(f"HTML report written to {html}")
     except Exception:
         # The scan itself succeeded: never lose its summary because a report could not be written.

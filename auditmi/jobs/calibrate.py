@@ -49,6 +49,7 @@ class CalibrateOptions:
     feature_batch_size: int | None = None
     workers: int | None = None
     shadows: int = 4  # shadow reference encoders for EncoderMI-R (with --shadow-data; 0: none)
+    engine: str = "local"  # where the feature stage runs: local or ray (auditmi.engines)
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,9 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
             sm, extra_files = build_shadow_set(public, opts.shadows, tcfg, cfg, opts.seed, out / "shadows", dev,
                                                progress, first=(final, shas))
             extra_meta["shadows"] = sm
-    mf = features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members")
-    nf = features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members")
+    mf = features(mem_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "members", opts.engine, opts.device)
+    nf = features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members",
+                  opts.engine, opts.device)
     refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
     if shadow_meta.get("trained_by_auditmi"):
         # Record only images that were actually used: the split hashes raw bytes, so an unreadable

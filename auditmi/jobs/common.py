@@ -15,8 +15,9 @@ from auditmi import __version__
 from auditmi.cache import FeatureCache
 from auditmi.discovery import Discovery, discover
 from auditmi.encoders import Encoder
+from auditmi.engines import compute_features
 from auditmi.errors import InputError
-from auditmi.pipeline import FeatureSet, compute_features
+from auditmi.pipeline import FeatureSet
 from auditmi.views import ViewConfig
 
 Progress = Callable[[str, int, int], None]
@@ -57,10 +58,11 @@ def discover_set(paths: Sequence[str | Path], what: str) -> Discovery:
 
 
 def features(paths: list[Path], enc: Encoder, cfg: ViewConfig, seed: int, batch_size: int | None, cache: FeatureCache | None,
-             workers: int | None, progress: Progress | None, stage: str) -> FeatureSet:
-    """Membership features of ``paths``, reporting progress under ``stage``."""
+             workers: int | None, progress: Progress | None, stage: str, engine: str = "local", device: str = "auto") -> FeatureSet:
+    """Membership features of ``paths`` computed by ``engine`` (local or ray), reporting progress under ``stage``."""
     cb = (lambda d, t: progress(stage, d, t)) if progress else None
-    return compute_features(paths, enc, cfg, seed=seed, batch_size=batch_size, cache=cache, num_workers=workers, progress=cb)
+    return compute_features(paths, enc, cfg, seed=seed, batch_size=batch_size, cache=cache, num_workers=workers, progress=cb,
+                            engine=engine, device=device)
 
 
 def require_usable(fs: FeatureSet, what: str) -> None:

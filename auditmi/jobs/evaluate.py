@@ -64,15 +64,16 @@ class EvaluateResult:
 
 def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | Path], non_members: Sequence[str | Path],
                  seed: int = 0, device: str = "auto", batch_size: int | None = None, cache_dir: str | Path | None = None,
-                 use_cache: bool = True, progress: Progress | None = None, workers: int | None = None) -> EvaluateResult:
+                 use_cache: bool = True, progress: Progress | None = None, workers: int | None = None,
+                 engine: str = "local") -> EvaluateResult:
     """Per-classifier metrics on images whose membership the user knows (model builders)."""
     md, nd = discover_set(members, "member"), discover_set(non_members, "non-member")
     refuse_overlap(md.images, nd.images, "member", "non-member")  # before any work
     cal = load_calibration(calibration)
     enc = load_encoder(encoder, device)
     cache = FeatureCache(cache_dir or default_cache_dir(), cache_key(enc, cal.views, seed)) if use_cache else None
-    mf = features(md.images, enc, cal.views, seed, batch_size, cache, workers, progress, "members")
-    nf = features(nd.images, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members")
+    mf = features(md.images, enc, cal.views, seed, batch_size, cache, workers, progress, "members", engine, device)
+    nf = features(nd.images, enc, cal.views, seed, batch_size, cache, workers, progress, "non-members", engine, device)
     require_usable(mf, "member")
     require_usable(nf, "non-member")
     refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names

@@ -66,6 +66,8 @@ class ScanOptions:
     use_cache: bool = True
     workers: int | None = None
     amp: bool = True
+    engine: str = "local"  # local or ray (auditmi.engines)
+    parquet: str | Path | None = None  # also write one row per scored image to this Parquet file
 
 
 # ------------------------------------------------------------------------------------- results
@@ -168,6 +170,7 @@ class ScanConfig:
     fdr: float
     alpha: float
     cache: Path | None
+    engine: str = "local"  # where the features were computed (auditmi.engines)
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,8 @@ def load_setup(opts: ScanOptions) -> ScanSetup:
 def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> tuple[FeatureSet, FeatureSet | None]:
     """Step 3: membership features (and encoder-free statistics) of suspects and reference."""
     def run(paths: list[Path], stage: str) -> FeatureSet:
-        return features(paths, setup.encoder, setup.views, opts.seed, opts.batch_size, setup.cache, opts.workers, progress, stage)
+        return features(paths, setup.encoder, setup.views, opts.seed, opts.batch_size, setup.cache, opts.workers, progress, stage,
+                        opts.engine, opts.device)
 
     fs = run(inputs.suspects, "suspect")
     require_usable(fs, "suspect")
@@ -383,6 +387,10 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
                         p_value=float(pvals[i]) if pvals is not None else None,
                         bh_flag=bool(bh[i]) if bh is not None else None)
             for i, r in zip(sep.inverse.tolist(), sep.suspects.rows, strict=True)]
+    if opts.parquet is not None:
+        from auditmi.parquet import write_image_table
+
+        write_image_table(opts.parquet, rows, sep.suspects, feature_config(setup.views.n_views))
     skipped = [u for u in inputs.unreadable if u.set == "suspect"] + [SkippedFile(s.path, s.reason, "suspect") for s in fs.skipped]
     skipped += [u for u in inputs.unreadable if u.set == "reference"]
     if rs is not None:
@@ -396,7 +404,8 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
                                   default_attack=cal.default_attack, held_out_metrics=ac.metrics, roc=ac.roc,
                                   thresholds=dict(ac.thresholds), shadow=cal.meta.get("shadow"))
     config = ScanConfig(views=setup.views, features=feature_config(setup.views.n_views), seed=opts.seed, batch_size=int(fs.timing.get("batch_size", 0)), device=str(setup.encoder.device),
-                        fpr=opts.fpr, fdr=opts.fdr, alpha=opts.alpha, cache=setup.cache.dir if setup.cache else None)
+                        fpr=opts.fpr, fdr=opts.fdr, alpha=opts.alpha, cache=setup.cache.dir if setup.cache else None,
+                        engine=opts.engine)
     t1 = _dt.datetime.now(_dt.timezone.utc)
     timing = ScanTiming(started=t0, finished=t1, suspect=fs.timing, reference=rs.timing if rs else None,
                         from_cache=fs.n_from_cache + (rs.n_from_cache if rs else 0))

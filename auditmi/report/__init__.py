@@ -13,7 +13,7 @@ One module per concern:
 
 from __future__ import annotations
 
-from auditmi.report.build import calibrate_summary, evaluate_report, scan_report
+from auditmi.report.build import calibrate_summary, cap_image_list, evaluate_report, scan_report
 from auditmi.report.html import render_html, write_html
 from auditmi.report.jsondoc import to_json, write_json
 from auditmi.report.schema import REPORT_KIND, SCHEMA_VERSION, VERDICT_LABELS, InvalidReportError, schema, validate_report
@@ -25,6 +25,7 @@ __all__ = [
     "VERDICT_LABELS",
     "InvalidReportError",
     "calibrate_summary",
+    "cap_image_list",
     "evaluate_report",
     "render_html",
     "scan_report",

@@ -12,6 +12,7 @@ Values are left as Python/numpy values; :mod:`auditmi.report.jsondoc` makes them
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,13 +28,21 @@ if TYPE_CHECKING:
 
 EVALUATE_KIND = "auditmi.evaluate-report"
 
+#: Default most images listed in a scan report (``scan --max-report-images``; ``--parquet`` has all).
+DEFAULT_MAX_REPORT_IMAGES = 10_000
+
 
 def _iso(t: Any) -> str:
     return t.isoformat(timespec="seconds")
 
 
-def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
-    """The scan report document of ``result`` (``command``: the command line, for provenance)."""
+def scan_report(result: ScanResult, command: str = "", max_images: int | None = DEFAULT_MAX_REPORT_IMAGES,
+                parquet: str | Path | None = None) -> dict[str, Any]:
+    """The scan report document of ``result`` (``command``: the command line, for provenance).
+
+    At most ``max_images`` images are listed (None: all), see :func:`cap_image_list`;
+    ``parquet``: the Parquet file holding every image's row, if one was written.
+    """
     v, st, thr, cal, cfg = result.verdict, result.statistics, result.threshold, result.calibration, result.config
     n = len(result.images)
     n_tested = result.n_distinct if result.n_distinct is not None else n - result.n_duplicates  # duplicates count once
@@ -82,7 +91,7 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
                         "shadow": cal.shadow},
         "config": {"views": cfg.views.to_dict(), "features": cfg.features, "seed": cfg.seed, "batch_size": cfg.batch_size,
                    "device": cfg.device, "fpr": cfg.fpr, "fdr": cfg.fdr, "alpha": cfg.alpha,
-                   "cache": str(cfg.cache) if cfg.cache else None},
+                   "cache": str(cfg.cache) if cfg.cache else None, "engine": cfg.engine},
         "environment": result.environment,
         "timing": {"started": _iso(result.timing.started), "seconds": (result.timing.finished - result.timing.started).total_seconds(),
                    "suspect": result.timing.suspect, "reference": result.timing.reference, "from_cache": result.timing.from_cache},
@@ -91,6 +100,24 @@ def scan_report(result: ScanResult, command: str = "") -> dict[str, Any]:
         report["score"] = S.jsonable(asdict(result.score))
     if result.truth is not None:
         report["truth"] = result.truth
+    return cap_image_list(report, len(result.images) if max_images is None else max_images, parquet)
+
+
+def cap_image_list(report: dict[str, Any], cap: int, parquet: str | Path | None = None) -> dict[str, Any]:
+    """Keep at most ``cap`` images in ``report["images"]`` (the highest scores; ties by path) and
+    record what is listed in ``report["images_listed"]``. The aggregate (every image) is untouched."""
+    from auditmi.validate import int_in
+
+    cap = int_in("--max-report-images", cap, 0, 10**9)
+    rows = report["images"]
+    n_rows = len(rows)
+    complete = n_rows <= cap
+    if not complete:
+        rows = sorted(rows, key=lambda r: (-r["score"], r["path"]))[:cap]
+    report["images"] = rows
+    report["images_listed"] = {"n_scored": n_rows, "n_listed": len(rows), "complete": complete,
+                               "cap": cap, "order": "input" if complete else "score-descending",
+                               "parquet": None if parquet is None else str(parquet)}
     return report
 
 

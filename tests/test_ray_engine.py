@@ -1,0 +1,201 @@
+"""The Ray engine gives the local engine's results, resumes from the cache, and never aborts on a bad file.
+
+One local Ray (2 CPUs, no dashboard) is started per test session by the ``ray_cluster`` fixture;
+CLI subprocesses join it through ``RAY_ADDRESS`` instead of starting their own. The Parquet and
+capped-report tests need no Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from e2e_support import make_broken_files, popen_cli, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "fashion"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """A local Ray for the session; yields its address (for CLI subprocesses)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+def _image_folder(tmp: Path, tiny_image_dir: Path) -> list[Path]:
+    """Tiny images, a duplicate, three broken files and a path that vanished."""
+    d = tmp / "imgs"
+    shutil.copytree(tiny_image_dir, d)
+    shutil.copy(d / "img_00.png", d / "img_00_copy.png")
+    make_broken_files(d)
+    return sorted(d.iterdir()) + [d / "vanished.png"]
+
+
+@pytest.mark.parametrize("actors", [1, 2])
+def test_ray_features_match_local(ray_cluster: str, tiny_checkpoint: Path, tiny_image_dir: Path, tmp_path: Path, actors: int) -> None:
+    from auditmi.cache import FeatureCache
+    from auditmi.encoders import load_encoder
+    from auditmi.engines import compute_features
+    from auditmi.pipeline import cache_key
+    from auditmi.views import ViewConfig
+
+    paths = _image_folder(tmp_path, tiny_image_dir)
+    enc = load_encoder(str(tiny_checkpoint), "cpu")
+    cfg = ViewConfig(n_views=4)
+    local = compute_features(paths, enc, cfg, seed=3, batch_size=8, num_workers=0)
+    cache = FeatureCache(tmp_path / "cache", cache_key(enc, cfg, 3))
+    ray_fs = compute_features(paths, enc, cfg, seed=3, batch_size=8, num_workers=actors, cache=cache, engine="ray")
+    assert [r.path for r in ray_fs.rows] == [r.path for r in local.rows]
+    assert [r.sha256 for r in ray_fs.rows] == [r.sha256 for r in local.rows]
+    assert [r.original_size for r in ray_fs.rows] == [r.original_size for r in local.rows]
+    assert ray_fs.skipped == local.skipped and len(local.skipped) == 4  # broken files become skip reasons, in path order
+    assert ray_fs.duplicates == local.duplicates and len(local.duplicates) == 1
+    np.testing.assert_allclose(ray_fs.features, local.features, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(ray_fs.stats, local.stats)
+    # The actors wrote the features to the cache: a rerun takes every image from it, identically.
+    assert cache.shards()
+    again = compute_features(paths, enc, cfg, seed=3, batch_size=8, num_workers=actors, cache=cache, engine="ray")
+    assert again.n_from_cache == again.n == local.n
+    # Exactly the same features, except that two files with the same bytes may have been embedded
+    # in different batches (float rounding of batched kernels) and either copy may come back.
+    dup = {r.sha256 for r in ray_fs.rows if sum(q.sha256 == r.sha256 for q in ray_fs.rows) > 1}
+    single = np.array([r.sha256 not in dup for r in ray_fs.rows])
+    np.testing.assert_array_equal(again.features[single], ray_fs.features[single])
+    np.testing.assert_allclose(again.features, ray_fs.features, atol=1e-6, rtol=0)
+    assert again.skipped == local.skipped
+
+
+def test_ray_actor_refuses_other_weights(ray_cluster: str, tiny_checkpoint: Path, tiny_image_dir: Path, tmp_path: Path) -> None:
+    """An actor that loads different weights from the same spec fails the job with a typed error."""
+    from auditmi.encoders import load_encoder
+    from auditmi.engines import compute_features
+    from auditmi.errors import AuditmiError
+    from auditmi.views import ViewConfig
+
+    ck = tmp_path / "enc"
+    shutil.copytree(tiny_checkpoint, ck)
+    enc = load_encoder(str(ck), "cpu")
+    enc.identity = "something-else"  # as if the node saw another checkpoint at this path
+    with pytest.raises(AuditmiError, match="same weights"):
+        compute_features(sorted(tiny_image_dir.iterdir()), enc, ViewConfig(n_views=4), num_workers=1, engine="ray")
+
+
+def _example_subset(tmp: Path) -> tuple[Path, Path]:
+    sus, ref = tmp / "suspect", tmp / "reference"
+    sus.mkdir()
+    ref.mkdir()
+    for p in sorted((EXAMPLE / "suspect").glob("*.png"))[:40]:
+        shutil.copy(p, sus / p.name)
+    for p in sorted((EXAMPLE / "reference").glob("*.png"))[:60]:
+        shutil.copy(p, ref / p.name)
+    (sus / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return sus, ref
+
+
+def _scan(sus: Path, ref: Path, out: Path, cache: Path, *extra: object) -> dict:
+    proc = run_cli("scan", sus, "-e", EXAMPLE / "encoder", "-c", EXAMPLE / "calibration", "-r", ref, "--cache", cache,
+                   "--json", out, "--quiet", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)  # the CLI joins the session's Ray instead of starting one
+    sus, ref = _example_subset(tmp_path)
+    local = _scan(sus, ref, tmp_path / "local.json", tmp_path / "c-local")
+    ray_rep = _scan(sus, ref, tmp_path / "ray.json", tmp_path / "c-ray", "--engine", "ray", "--parquet", tmp_path / "ray.parquet",
+                    "--max-report-images", "10", "--html", tmp_path / "ray.html")
+    assert ray_rep["verdict"] == local["verdict"]
+    assert ray_rep["config"]["engine"] == "ray" and local["config"]["engine"] == "local"
+    assert ray_rep["aggregate"]["n_skipped"] == local["aggregate"]["n_skipped"] == 1
+    # The JSON lists the 10 highest scores and says so; the aggregate covers all 40 images.
+    assert ray_rep["images_listed"] == {"n_scored": 40, "n_listed": 10, "complete": False, "cap": 10, "order": "score-descending",
+                                        "parquet": str(tmp_path / "ray.parquet")}
+    assert local["images_listed"]["complete"] is True
+    assert "n = 40" in (tmp_path / "ray.html").read_text()  # the HTML's histogram has every score, not the 10 listed
+    local_scores = {r["path"]: r["score"] for r in local["images"]}
+    top = sorted(local_scores.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    assert [r["path"] for r in ray_rep["images"]] == [p for p, _ in top]
+    table = pq.read_table(tmp_path / "ray.parquet").to_pydict()
+    assert len(table["path"]) == 40
+    ray_scores = dict(zip(table["path"], table["score"], strict=True))
+    assert ray_scores.keys() == local_scores.keys()
+    assert max(abs(ray_scores[p] - local_scores[p]) for p in local_scores) <= 1e-6
+    assert all(len(f) == 45 for f in table["features"])
+    assert sum(table["flagged"]) == ray_rep["aggregate"]["n_flagged"]
+    np.testing.assert_allclose(ray_rep["reference"]["scores"], local["reference"]["scores"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_ray_scan_resumes_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 the driver once some shards are cached; the rerun reuses them and matches an uninterrupted scan."""
+    sus, ref = _example_subset(tmp_path)
+    cache = tmp_path / "cache"
+    args = ["scan", sus, "-e", EXAMPLE / "encoder", "-c", EXAMPLE / "calibration", "-r", ref, "--cache", cache, "--quiet",
+            "--engine", "ray", "--workers", "1", "--batch-size", "20", "--json", tmp_path / "killed.json"]
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
+    proc = popen_cli(*args)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(cache.glob("features/*/shard-*.npz"))) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the scan finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_shards = len(list(cache.glob("features/*/shard-*.npz")))
+    assert n_shards >= 3 and not (tmp_path / "killed.json").exists()
+    resumed = _scan(sus, ref, tmp_path / "resumed.json", cache, "--engine", "ray", "--workers", "1", "--batch-size", "20")
+    full = _scan(sus, ref, tmp_path / "full.json", tmp_path / "fresh-cache")
+    assert 0 < resumed["timing"]["from_cache"] < 100  # some images came from the killed run's shards, not all
+    assert resumed["verdict"] == full["verdict"]
+    a = {r["path"]: r["score"] for r in resumed["images"]}
+    b = {r["path"]: r["score"] for r in full["images"]}
+    assert a.keys() == b.keys() and max(abs(a[p] - b[p]) for p in a) <= 1e-6
+
+
+def test_parquet_table_and_capped_list_without_ray(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from auditmi.jobs.scan import ScoredImage
+    from auditmi.parquet import write_image_table
+    from auditmi.pipeline import STAT_NAMES, FeatureSet, ImageRow
+    from auditmi.report import cap_image_list
+
+    rng = np.random.default_rng(0)
+    n = 7
+    fs = FeatureSet(rows=[ImageRow(Path(f"/x/im{i}.png"), f"{i:064x}", (10 + i, 20)) for i in range(n)],
+                    features=rng.random((n, 6), dtype=np.float32), stats=rng.random((n, len(STAT_NAMES)), dtype=np.float32),
+                    skipped=[], duplicates=[])
+    scores = [0.5, 0.9, 0.1, 0.9, 0.3, 0.7, 0.2]
+    rows = [ScoredImage(path=r.path, sha256=r.sha256, score=s, member_probability=s, member=s > 0.6, p_value=None, bh_flag=None)
+            for r, s in zip(fs.rows, scores, strict=True)]
+    dest = write_image_table(tmp_path / "t.parquet", rows, fs, {"n_views": 4, "n_features": 6})
+    t = pq.read_table(dest)
+    assert t.column("path").to_pylist() == [str(r.path) for r in rows]
+    np.testing.assert_array_equal(np.array(t.column("features").to_pylist(), np.float32), fs.features)
+    assert t.column("flagged").to_pylist() == [s > 0.6 for s in scores]
+    assert t.column("p_value").null_count == n and t.column("width").to_pylist()[2] == 12
+    assert json.loads(t.schema.metadata[b"features"]) == {"n_views": 4, "n_features": 6}
+    report = {"images": [{"path": str(r.path), "score": r.score} for r in rows], "aggregate": {"n_scored": n}}
+    cap_image_list(report, 3, dest)
+    assert [r["path"] for r in report["images"]] == ["/x/im1.png", "/x/im3.png", "/x/im5.png"]  # ties by path
+    assert report["images_listed"]["complete"] is False and report["images_listed"]["n_listed"] == 3
+
+
+def test_unknown_engine_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_cli("scan", EXAMPLE / "suspect", "-e", EXAMPLE / "encoder", "-c", EXAMPLE / "calibration", "--engine", "spark")
+    assert proc.returncode == 2 and "unknown --engine 'spark'" in proc.stderr and "Traceback" not in proc.stderr
