@@ -3,57 +3,28 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 import sys
 from collections.abc import Mapping
-from datetime import date, datetime
-from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from auditmi import _io
 from auditmi.errors import InputError
+from auditmi.jsonvalue import NotJsonError, json_value
 from auditmi.report.schema import InvalidReportError, location
 
 
 def normalise(value: Any, where: tuple[Any, ...] = ()) -> Any:
-    """Turn a report into plain JSON values, keeping key order.
-
-    numpy scalars/arrays -> Python numbers/lists, NaN/inf -> None, tuples -> lists, enums -> their
-    value, paths -> str, dates -> ISO-8601, objects with ``to_dict()`` (auditmi.stats results) -> dict.
-    """
-    if value is None or isinstance(value, str):
-        return value.value if isinstance(value, Enum) else value
-    if isinstance(value, Enum):
-        return normalise(value.value, where)
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, Mapping):
-        return {str(k): normalise(v, (*where, str(k))) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return [normalise(v, (*where, i)) for i, v in enumerate(value.tolist())]
-    if isinstance(value, (list, tuple)):
-        return [normalise(v, (*where, i)) for i, v in enumerate(value)]
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):
-        return normalise(to_dict(), where)
-    raise InvalidReportError(
-        f"scan report cannot be written as JSON at {location(where)}: a "
-        f"{type(value).__name__} is not a JSON value (use numbers, strings, lists, dicts)."
-    )
+    """Turn a report into plain JSON values, keeping key order (see :func:`auditmi.jsonvalue.json_value`)."""
+    try:
+        return json_value(value, where)
+    except NotJsonError as e:
+        raise InvalidReportError(
+            f"scan report cannot be written as JSON at {location(e.where)}: a "
+            f"{e.type_name} is not a JSON value (use numbers, strings, lists, dicts)."
+        ) from None
 
 
 def to_json(report: Mapping[str, Any]) -> str:

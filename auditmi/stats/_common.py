@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from auditmi.errors import InputError
+from auditmi.jsonvalue import json_value
 from auditmi.validate import finite_scores, rate
 
 
 def _jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and non-finite floats into JSON-able values."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
+    """JSON-able form of a result (the project's one conversion, :func:`auditmi.jsonvalue.json_value`)."""
+    return json_value(value)
 
 
 #: Public name of the JSON conversion used by every result's ``to_dict``.
