@@ -85,9 +85,11 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_path(path: str | Path) -> None:
+    """Best-effort fsync of a file or a folder (a folder: so that a rename in it is durable)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return
     try:
@@ -139,7 +141,7 @@ def atomic_write(path: Dest, write: Callable[[str], None]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(parent)
+    fsync_path(parent)
     return Path(p)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from auditmi import __version__
+from auditmi._io import fsync_path, write_text
 from auditmi.errors import AuditmiError, InputError
 
 #: The metadata field holding the pin of the metadata (and, through ``files``, of every file).
@@ -127,20 +128,6 @@ def recover(target: str | Path) -> None:
         pass
 
 
-def _fsync(path: str | Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def check_folder_destination(path: str | Path, names: Iterable[str], what: str = "bundle", keep: Iterable[str] = ()) -> Path:
     """Where a bundle of files ``names`` will be committed (symlinks resolved); InputError if it cannot be.
 
@@ -208,8 +195,8 @@ def commit_folder(target: str | Path, fill: Callable[[Path], None], names: Itera
         os.chmod(tmp, (stat.S_IMODE(t.stat().st_mode) if t.is_dir() else 0o777 & ~umask))
         for f in tmp.iterdir():
             if f.is_file():
-                _fsync(f)
-        _fsync(tmp)
+                fsync_path(f)
+        fsync_path(tmp)
         if t.exists():
             if not _exchange(str(tmp), str(t)):
                 old = Path(tempfile.mkdtemp(dir=t.parent, prefix=f".{t.name}.old-{os.getpid()}-"))
@@ -220,7 +207,7 @@ def commit_folder(target: str | Path, fill: Callable[[Path], None], names: Itera
             shutil.rmtree(tmp, ignore_errors=True)  # the previous bundle, now at the temporary name
         else:
             os.rename(tmp, t)
-        _fsync(t.parent)
+        fsync_path(t.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"cannot write the {what} {target} ({e.strerror or e}); free some space or choose another path.") from e
@@ -365,8 +352,6 @@ def repin(folder: str | Path) -> Path:
     Only the metadata is rewritten (data files stay bit-for-bit); the data files must still match
     the hashes the old metadata recorded. Returns the metadata file written.
     """
-    from auditmi._io import write_text
-
     root = Path(folder)
     for meta_name, recorded_key in (("calibration.json", None), ("encoder.json", "weights_sha256")):
         mp = root / meta_name

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from auditmi.encoders.base import Encoder, sha256_file
-from auditmi.encoders.torchscript import IMAGENET_MEAN, IMAGENET_STD, _sidecar
+from auditmi.encoders.base import Encoder
+from auditmi.encoders.torchscript import _sidecar, sidecar_encoder
 from auditmi.errors import EncoderUnavailableError
 
 SUFFIXES = (".pt2",)
@@ -147,21 +147,7 @@ def load_export(path: str | Path, device: torch.device, spec: str) -> Encoder:
         prm.requires_grad_(False)
     module.to(device)
     meta, meta_path = _sidecar(p)
-    note = {} if meta_path else {"note": "no sidecar JSON: assumed 224 px input and ImageNet normalisation"}
-    digest = sha256_file(p)
-    return Encoder(
-        spec=spec,
-        backend="export",
-        forward=module,
-        input_size=int(meta.get("input_size", 224)),
-        mean=tuple(meta.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-        std=tuple(meta.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
-        device=device,
-        identity=f"export:sha256:{digest}",
-        source=str(p.resolve()),
-        module=module,
-        info={"weights_sha256": digest, "sidecar": meta_path or None, **note},
-    )
+    return sidecar_encoder(p, spec, "export", module, device, meta, meta_path)
 
 
 def save_export(model: torch.nn.Module, path: str | Path, input_size: int, mean: tuple[float, float, float],

@@ -19,6 +19,7 @@ import json
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -90,17 +91,27 @@ def load_torchscript(path: str | Path, device: torch.device, spec: str) -> Encod
     except Exception as e:
         raise EncoderUnavailableError(f"cannot load TorchScript {p}: {e}") from e
     prepare_module(module, device)
+    return sidecar_encoder(p, spec, "torchscript", module, device, meta, meta_path)
+
+
+def sidecar_encoder(p: Path, spec: str, backend: str, module: Any, device: torch.device,
+                    meta: dict[str, Any], meta_path: str | None) -> Encoder:
+    """The :class:`Encoder` of a single-file model (TorchScript or torch.export) and its sidecar JSON.
+
+    Without a sidecar the input is assumed to be 224 px with ImageNet normalisation, and the
+    encoder's info says so (the CLI warns before the scan).
+    """
     note = {} if meta_path else {"note": "no sidecar JSON: assumed 224 px input and ImageNet normalisation"}
     digest = sha256_file(p)
     return Encoder(
         spec=spec,
-        backend="torchscript",
+        backend=backend,
         forward=module,
         input_size=int(meta.get("input_size", 224)),
         mean=tuple(meta.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
         std=tuple(meta.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
         device=device,
-        identity=f"torchscript:sha256:{digest}",
+        identity=f"{backend}:sha256:{digest}",
         source=str(p.resolve()),
         module=module,
         info={"weights_sha256": digest, "sidecar": meta_path or None, **note},
