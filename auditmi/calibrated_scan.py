@@ -1,6 +1,7 @@
 """The EncoderMI-R step of a scan: signals of suspects and reference under the audited encoder and
-every shadow of the bundle (same view parameters, each at its own input size, cached), then the
-calibrated scores (:mod:`auditmi.reference_scores`).
+every shadow of the bundle (same view parameters, each at its own input size, cached), computed
+by the scan's engine (local worker processes or Ray actors), then the calibrated scores
+(:mod:`auditmi.difficulty`).
 
 Also the compatibility rule for reference-free verdicts: the EncoderMI-T/V/S classifiers were
 fitted on a shadow encoder, and transfer to the audited encoder only when the two are alike.
@@ -19,11 +20,13 @@ import torch
 from auditmi.cache import FeatureCache
 from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
+from auditmi.engines import EngineOptions, compute_features
 from auditmi.errors import InputError
+from auditmi.measures import signal_cache_key
 from auditmi.shadow_set import ShadowSet, shadow_encoder
-from auditmi.signals import SIGNAL_ALGORITHM, SignalSet, compute_signals, n_raw, summaries
+from auditmi.signals import SignalSet, summaries
 from auditmi.stats import ReferenceThreshold, reference_threshold
-from auditmi.views import ViewConfig, working_side
+from auditmi.views import ViewConfig
 
 Progress = Callable[[str, int, int], None]
 
@@ -38,53 +41,30 @@ def too_small_reason(n_reference: int) -> str:
             "difficulty model, so the reference-free classifier scored the images. Add reference images for per-image calibration.")
 
 
-def signal_cache_key(encoder: Encoder, views: ViewConfig, seed: int) -> dict[str, Any]:
-    """Everything that determines an image's raw signals under an encoder."""
-    n = n_raw(views.n_views)
-    return {"encoder": encoder.identity, "input_size": encoder.input_size, "mean": list(encoder.mean), "std": list(encoder.std),
-            "views": views.to_dict(), "seed": int(seed), "signals": {"algorithm": SIGNAL_ALGORITHM, "n_raw": n},
-            "features": {"n_features": n}, "stats": [], "max_side": working_side(encoder.input_size, views)}
-
-
 def cached_signals(paths: Sequence[Path], encoder: Encoder, views: ViewConfig, seed: int, cache_root: Path | None,
-                   progress: Callable[[int, int], None] | None = None) -> SignalSet:
-    """Raw signals of ``paths``; only images missing from the cache are embedded."""
-    if cache_root is None:
-        return compute_signals(paths, encoder, views, seed, progress=progress)
-    from auditmi.images import ImageLoadError, read_and_hash
+                   progress: Callable[[int, int], None] | None = None, engine: EngineOptions | None = None) -> SignalSet:
+    """Raw signals of ``paths`` under ``encoder``, computed by the engine (local workers or Ray
+    actors, :mod:`auditmi.engines`) and cached shard by shard: only images missing from the
+    cache are embedded, and a killed pass resumes where it stopped."""
+    opts = engine or EngineOptions()
+    cache = FeatureCache(cache_root, signal_cache_key(encoder, views, seed)) if cache_root is not None else None
+    fs = compute_features(paths, encoder, views, seed=seed, batch_size=opts.batch_size, cache=cache, num_workers=opts.workers,
+                          progress=progress, engine=opts.engine, device=opts.device, what="signals")
+    return SignalSet([r.path for r in fs.rows], [r.sha256 for r in fs.rows], fs.features, fs.skipped)
 
-    cache = FeatureCache(cache_root, signal_cache_key(encoder, views, seed))
-    have = cache.load()
-    todo: list[Path] = []
-    known: dict[Path, str] = {}
-    for p in paths:
-        try:
-            _, h = read_and_hash(Path(p))
-        except ImageLoadError:  # unreadable: let compute_signals report it with its reason
-            todo.append(Path(p))
-            continue
-        if h in have:
-            known[Path(p)] = h
-        else:
-            todo.append(Path(p))
-    new = compute_signals(todo, encoder, views, seed, progress=progress)
-    if new.sha256:
-        cache.put(new.sha256, new.raw, np.zeros((len(new.sha256), 0), np.float32))
-    fresh = dict(zip(new.paths, zip(new.sha256, new.raw, strict=True), strict=True))
-    out_p, out_h, out_r = [], [], []
-    for p in paths:
-        p = Path(p)
-        if p in known:
-            h, r = known[p], have[known[p]][0]
-        elif p in fresh:
-            h, r = fresh[p]
-        else:
-            continue
-        out_p.append(p)
-        out_h.append(h)
-        out_r.append(r)
-    raw = np.stack(out_r).astype(np.float32) if out_r else np.zeros((0, n_raw(views.n_views)), np.float32)
-    return SignalSet(out_p, out_h, raw, new.skipped)
+
+def _split(ss: SignalSet, first: Sequence[Path], second: Sequence[Path]) -> tuple[SignalSet, SignalSet]:
+    """Split the signals of ``first + second`` (rows in path order, skipped files absent) back into the two lists."""
+    rows: list[list[int]] = [[], []]
+    k = 0
+    for part, ps in enumerate((first, second)):
+        for p in ps:
+            if k < len(ss.paths) and ss.paths[k] == Path(p):
+                rows[part].append(k)
+                k += 1
+    want = [{Path(p) for p in first}, {Path(p) for p in second}]
+    return tuple(SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r],  # type: ignore[return-value]
+                           [s for s in ss.skipped if s.path in want[part]]) for part, r in enumerate(rows))
 
 
 @dataclass
@@ -97,18 +77,27 @@ class EncoderMIR:
 
 
 def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder: Encoder, shadows: ShadowSet, views: ViewConfig,
-                    seed: int, cache_root: Path | None, progress: Progress | None = None) -> EncoderMIR:
-    """Score suspects against the reference with EncoderMI-R (see module docstring)."""
+                    seed: int, cache_root: Path | None, progress: Progress | None = None,
+                    engine: EngineOptions | None = None) -> EncoderMIR:
+    """Score suspects against the reference with EncoderMI-R (see module docstring).
+
+    One signal pass per encoder (the audited one, then each shadow) over suspects and reference
+    together, run by ``engine`` (default: the local engine with its default workers).
+    """
     def prog(stage: str) -> Callable[[int, int], None] | None:
         return (lambda d, t: progress(stage, d, t)) if progress else None
 
-    ts = cached_signals(suspects, encoder, views, seed, cache_root, prog("signals: suspects"))
-    tr = cached_signals(reference, encoder, views, seed, cache_root, prog("signals: reference"))
+    both = [*suspects, *reference]
+    ts, tr = _split(cached_signals(both, encoder, views, seed, cache_root, prog("signals: audited encoder"), engine), suspects, reference)
     sus_k, ref_k = [], []
     for i, sh in enumerate(shadows.shadows):
         enc = shadow_encoder(sh, encoder.device if encoder.device.type == "cuda" else torch.device("cpu"))
-        a = cached_signals(ts.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
-        b = cached_signals(tr.paths, enc, views, seed, cache_root, prog(f"signals: shadow {i + 1}/{shadows.k}"))
+        a, b = _split(cached_signals([*ts.paths, *tr.paths], enc, views, seed, cache_root,
+                                     prog(f"signals: shadow {i + 1}/{shadows.k}"), engine), ts.paths, tr.paths)
+        if a.paths != ts.paths or b.paths != tr.paths:  # a file that changed or vanished since the audited encoder's pass
+            gone = sorted({str(p) for p in [*ts.paths, *tr.paths]} - {str(p) for p in [*a.paths, *b.paths]})
+            raise InputError(f"{len(gone)} image(s) could not be read again for the shadow encoders: {', '.join(gone[:5])}. "
+                             "Keep the image folders unchanged while a scan runs, then re-run it (cached work is kept).")
         sus_k.append(summaries(a.raw, views.n_views))
         ref_k.append(summaries(b.raw, views.n_views))
     n = views.n_views
@@ -176,7 +165,8 @@ class RStep:
 
 
 def encodermi_r_step(suspect_rows: Sequence[Any], reference_rows: Sequence[Any], encoder: Encoder, shadows: ShadowSet,
-                     views: ViewConfig, seed: int, cache_root: Path | None, fpr: float, progress: Progress | None = None) -> RStep:
+                     views: ViewConfig, seed: int, cache_root: Path | None, fpr: float, progress: Progress | None = None,
+                     engine: EngineOptions | None = None) -> RStep:
     """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``.
 
     Rows are the scan's image rows (``.path``). Reference images every shadow trained on are left
@@ -184,7 +174,7 @@ def encodermi_r_step(suspect_rows: Sequence[Any], reference_rows: Sequence[Any],
     refused with the reason, since its difficulty cannot be estimated.
     """
     suspect_paths, reference_paths = [x.path for x in suspect_rows], [x.path for x in reference_rows]
-    r = run_encodermi_r(suspect_paths, reference_paths, encoder, shadows, views, seed, cache_root, progress)
+    r = run_encodermi_r(suspect_paths, reference_paths, encoder, shadows, views, seed, cache_root, progress, engine)
     cs = r.scores
     if not cs.suspect_kept.all():
         bad = [str(p) for p, k in zip(r.suspects.paths, cs.suspect_kept, strict=True) if not k]

@@ -1,4 +1,5 @@
-"""Images -> membership features, keeping the encoder busy.
+"""The local engine: images -> membership features (or EncoderMI-R's raw signals, ``what``; see
+:mod:`auditmi.measures`), keeping the encoder busy.
 
 On a GPU, decoding (and hashing, view-parameter sampling, encoder-free statistics) runs in
 DataLoader worker processes with pinned memory, and view rendering and encoding run batched on
@@ -32,9 +33,12 @@ from auditmi.cache import FeatureCache
 from auditmi.decoding import decode_item
 from auditmi.descriptors import STAT_NAMES
 from auditmi.encoders.base import Encoder
-from auditmi.features import feature_config, n_features, pairwise_cosine
 from auditmi.images import Skipped
-from auditmi.views import ViewConfig, ViewParams, pad_batch, render_views, working_side
+from auditmi.measures import FEATURES, Embedder, Measure, cache_key, check_cache, measure_decoded
+from auditmi.views import ViewConfig, pad_batch, render_views, working_side
+
+__all__ = ["STAT_NAMES", "Embedder", "FeatureSet", "ImageRow", "assemble", "cache_key", "compute_features", "default_batch_size",
+           "default_workers"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -54,10 +58,10 @@ _TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes in total"
 
 @dataclass
 class FeatureSet:
-    """Features of a set of images, aligned with ``rows``."""
+    """Features (or, for ``what="signals"``, raw signals) of a set of images, aligned with ``rows``."""
 
     rows: list[ImageRow]
-    features: np.ndarray  # (N, F) float32
+    features: np.ndarray  # (N, F) float32: Measure.width columns
     stats: np.ndarray  # (N, S) encoder-free image statistics (shift check)
     skipped: list[Skipped]
     duplicates: list[list[Path]]
@@ -89,35 +93,35 @@ class _Decode(torch.utils.data.Dataset):
 
 
 class _RenderCollate:
-    """Worker-side batching: render the views of a chunk of images in one go, and on the CPU
-    fast path also embed them and turn them into features.
+    """Worker-side batching: render the encoder inputs of a chunk of images in one go, and on the
+    CPU fast path also embed them and reduce them to the measure's rows.
 
     Views of an image do not depend on the other images of its batch (see views.pad_batch), so
     rendering a chunk here gives exactly the views the main-process path would; batching the
     ~20 tensor ops per render amortises their fixed cost over the chunk.
     """
 
-    def __init__(self, render: tuple[int, tuple[float, ...], tuple[float, ...]] | None,
-                 encoder: Encoder | None = None, n_views: int = 0, batch_size: int = 0) -> None:
-        self.render, self.encoder, self.n_views, self.bs = render, encoder, n_views, batch_size
+    def __init__(self, render: tuple[int, tuple[float, ...], tuple[float, ...]] | None, measure: Measure,
+                 embedder: Embedder | None = None) -> None:
+        self.render, self.measure, self.embedder = render, measure, embedder
 
     def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         todo = [it for it in items if "pixels" in it]
         if self.render is None or not todo:
             return items
         with torch.inference_mode():
-            imgs, _ = pad_batch([it["pixels"] for it in todo])
-            views = render_views(imgs, ViewParams.cat([it["params"] for it in todo]), *self.render)
-            if self.encoder is None:
-                k = views.shape[0] // len(todo)
+            pixels = [it["pixels"] for it in todo]
+            imgs, _ = pad_batch(pixels)
+            views = render_views(imgs, self.measure.batch_inputs(pixels, [it["params"] for it in todo]), *self.render)
+            if self.embedder is None:
+                k = self.measure.per_image
                 for j, it in enumerate(todo):
                     del it["pixels"], it["params"]
                     it["views"] = views[j * k : (j + 1) * k].clone()
                 return items
-            t0 = time.perf_counter()
-            emb = torch.cat([self.encoder.embed(views[s:s + self.bs]) for s in range(0, views.shape[0], self.bs)])
-            enc_s = time.perf_counter() - t0
-            feats = pairwise_cosine(emb.view(len(todo), self.n_views, -1)).numpy().astype(np.float32)
+            before = self.embedder.encode_seconds
+            feats = self.measure.reduce(self.embedder.encode(views), len(todo))
+            enc_s = self.embedder.encode_seconds - before
         for j, it in enumerate(todo):
             # Only numpy arrays go back: every torch tensor sent between processes costs a
             # shared-memory segment and a file descriptor.
@@ -164,46 +168,6 @@ def worker_memory(encoder: Encoder, batch_size: int) -> int:
     return WORKER_MEMORY + batch_size * 3 * encoder.input_size**2 * 4 * 8
 
 
-class Embedder:
-    """Renders and embeds views in chunks, halving the chunk on CUDA out-of-memory."""
-
-    def __init__(self, encoder: Encoder, batch_size: int) -> None:
-        self.enc, self.bs = encoder, batch_size
-        self.encode_seconds = 0.0
-
-    def encode(self, views: torch.Tensor) -> torch.Tensor:
-        """Embed already-rendered views in chunks of the batch size."""
-        out = []
-        for start in range(0, views.shape[0], self.bs):
-            t0 = time.perf_counter()
-            out.append(self.enc.embed(views[start:start + self.bs]))
-            self.encode_seconds += time.perf_counter() - t0
-        return torch.cat(out)
-
-    def __call__(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
-        k = params.boxes.shape[0]
-        out: list[torch.Tensor] = []
-        start = 0
-        while start < k:
-            end = min(k, start + self.bs)
-            sub = ViewParams(params.boxes[start:end], params.flip[start:end], params.jitter_on[start:end],
-                             params.factors[start:end], params.order[start:end], params.gray[start:end], params.source[start:end])
-            try:
-                with torch.inference_mode():
-                    x = render_views(images, sub, self.enc.input_size, self.enc.mean, self.enc.std)
-                    t0 = time.perf_counter()
-                    out.append(self.enc.embed(x))
-                    self.encode_seconds += time.perf_counter() - t0
-            except torch.cuda.OutOfMemoryError:
-                if self.bs <= 8:
-                    raise
-                torch.cuda.empty_cache()
-                self.bs //= 2
-                continue
-            start = end
-        return torch.cat(out)
-
-
 def compute_features(
     paths: Sequence[Path],
     encoder: Encoder,
@@ -213,6 +177,7 @@ def compute_features(
     cache: FeatureCache | None = None,
     num_workers: int | None = None,
     progress: ProgressFn | None = None,
+    what: str = FEATURES,
 ) -> FeatureSet:
     """Membership features of every usable image in ``paths`` (unusable files become ``skipped``).
 
@@ -226,15 +191,19 @@ def compute_features(
         num_workers: worker processes (default: :func:`default_workers`; 0 does everything in
             this process).
         progress: called with (images done, total images).
+        what: ``features`` (EncoderMI's) or ``signals`` (EncoderMI-R's raw signals, see
+            :mod:`auditmi.measures`); the ``cache`` must have the matching key.
     """
     t_start = time.perf_counter()
     paths = list(paths)
     n_views = view_cfg.n_views
+    measure = Measure(what, n_views)
+    check_cache(cache, measure)
     bs = (encoder.batch_size or default_batch_size(encoder)) if batch_size is None else batch_size  # not `or`: 0 is refused
     check_batch_size(bs)
     check_workers(num_workers)
     if encoder.preflight is not None:  # e.g. an HTTP encoder's query budget: refuse before any work
-        encoder.preflight(len(paths), n_views, bs)
+        encoder.preflight(len(paths), measure.per_image, bs)
     workers = default_workers(encoder.device) if num_workers is None else num_workers
     workers, cap_note = cap_workers(workers, worker_memory(encoder, bs))
     cached = cache.load() if cache is not None else {}
@@ -245,7 +214,7 @@ def compute_features(
     if encoder.device.type == "cpu" and fork and not encoder.remote:
         # No more workers than chunks of images; a lone single-threaded worker would be slower
         # than this process using every core, so that case runs here.
-        workers = min(workers, -(-len(paths) // max(1, bs // n_views)))
+        workers = min(workers, -(-len(paths) // max(1, bs // measure.per_image)))
         if workers == 1:
             workers = 0
     elif len(paths) < 64:
@@ -258,8 +227,8 @@ def compute_features(
         # paying the ~2 s import before their first image.
         from torchvision.ops import roi_align  # noqa: F401
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
-    chunk = max(1, bs // n_views) if parallel_embed else max(1, min(16, bs // n_views))
-    embedder = Embedder(encoder, bs)
+    chunk = max(1, bs // measure.per_image) if parallel_embed else max(1, min(16, bs // measure.per_image))
+    embedder = Embedder(encoder, bs, measure.normalize)
     # PyTorch warns (at construction and again when iterating) when there are more workers than
     # cores; --workers is the user's explicit choice, so that warning only confuses them. The
     # filter is scoped to this one message, here, and leaves every other warning alone.
@@ -270,7 +239,7 @@ def compute_features(
             batch_size=chunk,
             shuffle=False,
             num_workers=workers,
-            collate_fn=_RenderCollate(render, encoder if parallel_embed else None, n_views, bs),
+            collate_fn=_RenderCollate(render, measure, Embedder(encoder, bs, measure.normalize) if parallel_embed else None),
             pin_memory=False,
             prefetch_factor=4 if workers else None,
             persistent_workers=False,
@@ -279,7 +248,7 @@ def compute_features(
             multiprocessing_context="fork" if parallel_embed else None,
         )
         batches = iter(loader)
-    images_per_pass = max(1, bs // n_views)
+    images_per_pass = max(1, bs // measure.per_image)
     by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
     info: dict[int, tuple[str, tuple[int, int] | None]] = {}
     skipped: list[Skipped] = []
@@ -295,11 +264,10 @@ def compute_features(
         if "feats" in pending[0]:
             feats = np.stack([it["feats"] for it in pending])
         elif "views" in pending[0]:
-            emb = embedder.encode(torch.cat([it["views"] for it in pending])).view(len(pending), n_views, -1)
-            feats = pairwise_cosine(emb).cpu().numpy().astype(np.float32)
+            feats = measure.reduce(embedder.encode(torch.cat([it["views"] for it in pending])), len(pending))
         else:
-            feats = embed_decoded([it["pixels"] for it in pending], [it["params"] for it in pending], embedder, n_views)
-        stats = np.stack([it["stats"] for it in pending]).astype(np.float32)
+            feats = measure_decoded([it["pixels"] for it in pending], [it["params"] for it in pending], embedder, measure)
+        stats = np.stack([it["stats"] for it in pending]).astype(np.float32)[:, : measure.n_stats]
         shas = [it["sha"] for it in pending]
         for s, f, st in zip(shas, feats, stats, strict=True):
             by_sha[s] = (f, st)
@@ -332,26 +300,15 @@ def compute_features(
     flush()
 
     total = time.perf_counter() - t_start
-    return assemble(paths, info, by_sha, skipped, n_from_cache, n_views,
+    return assemble(paths, info, by_sha, skipped, n_from_cache, measure,
                     {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
-                     "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * n_views),
+                     "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * measure.per_image),
                      "batch_size": float(embedder.bs), "workers": float(workers)},
                     notes=[cap_note] if cap_note else [])
 
 
-def embed_decoded(pixels: Sequence[torch.Tensor], params: Sequence[ViewParams], embedder: Embedder, n_views: int) -> np.ndarray:
-    """Membership features (float32, one row per image) of decoded images: render their views
-    on the encoder's device and embed them (see :class:`Embedder`). Used by every engine."""
-    imgs, _ = pad_batch(list(pixels))
-    cat = ViewParams.cat(list(params))
-    if embedder.enc.device.type == "cuda":
-        imgs = imgs.pin_memory().to(embedder.enc.device, non_blocking=True)
-    emb = embedder(imgs, cat).view(len(pixels), n_views, -1)
-    return pairwise_cosine(emb).cpu().numpy().astype(np.float32)
-
-
 def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] | None]], by_sha: dict[str, tuple[np.ndarray, np.ndarray]],
-             skipped: list[Skipped], n_from_cache: int, n_views: int, timing: dict[str, float],
+             skipped: list[Skipped], n_from_cache: int, measure: Measure, timing: dict[str, float],
              notes: Sequence[str] | None = None) -> FeatureSet:
     """The FeatureSet of a finished run, in the order of ``paths``.
 
@@ -370,29 +327,13 @@ def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] |
         feats_l.append(f)
         stats_l.append(st)
         groups.setdefault(sha, []).append(paths[i])
-    nf = n_features(n_views)
     return FeatureSet(
         rows=rows,
-        features=np.stack(feats_l) if feats_l else np.zeros((0, nf), np.float32),
-        stats=np.stack(stats_l) if stats_l else np.zeros((0, len(STAT_NAMES)), np.float32),
+        features=np.stack(feats_l) if feats_l else np.zeros((0, measure.width), np.float32),
+        stats=np.stack(stats_l) if stats_l else np.zeros((0, measure.n_stats), np.float32),
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],
         n_from_cache=n_from_cache,
         notes=list(notes or []),
         timing=timing,
     )
-
-
-def cache_key(encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
-    """Everything that determines cached features."""
-    return {
-        "encoder": encoder.identity,
-        "input_size": encoder.input_size,
-        "mean": list(encoder.mean),
-        "std": list(encoder.std),
-        "views": view_cfg.to_dict(),
-        "features": feature_config(view_cfg.n_views),
-        "seed": int(seed),
-        "stats": STAT_NAMES,
-        "max_side": working_side(encoder.input_size, view_cfg),
-    }

@@ -35,10 +35,11 @@ from auditmi.encoders.base import Encoder, prepare_module
 from auditmi.encoders.local import WEIGHTS_NAME, load_local, read_config
 from auditmi.errors import CalibrationError, InputError
 from auditmi.images import LoadedImage, load_many
+from auditmi.measures import measure_pixels
 from auditmi.models import build_backbone
 from auditmi.shadow import TrainConfig, train_encoder
 from auditmi.shadow_game import choose_spec
-from auditmi.signals import SUMMARY_NAMES, signals_of_pixels, summaries
+from auditmi.signals import SUMMARY_NAMES, summaries
 from auditmi.views import ViewConfig, working_side
 
 ProgressFn = Callable[[str, int, int], None]
@@ -118,7 +119,7 @@ def public_signals(public: PublicImages, checkpoints: Sequence[Path], view_cfg: 
     out = []
     for ck in checkpoints:
         enc = load_local(ck, torch.device(device))
-        raw = [signals_of_pixels(enc, [_tensor(li) for li in public.images[s:s + batch]], public.sha256[s:s + batch], view_cfg, seed)
+        raw = [measure_pixels(enc, [_tensor(li) for li in public.images[s:s + batch]], public.sha256[s:s + batch], view_cfg, seed)
                for s in range(0, len(public.images), batch)]
         out.append(summaries(np.concatenate(raw), view_cfg.n_views))
     return np.stack(out, axis=1)
@@ -227,6 +228,23 @@ def load_shadows(meta: dict[str, Any], root: Path | None) -> ShadowSet | None:
     return ShadowSet(out, spec, list(sh.get("public_sha256", [])), dict(sh.get("info", {})))
 
 
+@dataclass(frozen=True)
+class ShadowRecipe:
+    """How a Ray actor loads a bundle's shadow (:attr:`Encoder.recipe`): the entry's weights file,
+    checked against the sha256 the pinned ``calibration.json`` records, as :func:`load_shadows`
+    does. Only this description travels to the actor; the weights never leave the bundle."""
+
+    entry: ShadowEntry
+
+    def load(self, device: str) -> Encoder:
+        """The shadow on ``device``, refused when its weights file differs from the recorded sha256."""
+        w = self.entry.weights
+        if not w.is_file() or sha256_file(w) != self.entry.weights_sha256:
+            raise CalibrationError(f"shadow weights {w} are missing on this node or do not match their recorded sha256: "
+                                   "every node must see the same calibration bundle at the same path.")
+        return shadow_encoder(self.entry, torch.device(device))
+
+
 def shadow_encoder(entry: ShadowEntry, device: torch.device) -> Encoder:
     """A bundle shadow as a black-box :class:`Encoder` (same identity as its checkpoint folder)."""
     model = build_backbone(entry.architecture)
@@ -234,7 +252,8 @@ def shadow_encoder(entry: ShadowEntry, device: torch.device) -> Encoder:
     prepare_module(model, device)
     return Encoder(spec=f"shadow:{entry.name}", backend="local", forward=model, input_size=entry.input_size, mean=entry.mean,
                    std=entry.std, device=device, identity=f"local:sha256:{entry.weights_sha256}", source=str(entry.weights),
-                   module=model, info={"architecture": entry.architecture, "weights_sha256": entry.weights_sha256})
+                   module=model, info={"architecture": entry.architecture, "weights_sha256": entry.weights_sha256},
+                   recipe=ShadowRecipe(entry))
 
 
 def build_shadow_set(public: PublicImages, k: int, cfg: TrainConfig, view_cfg: ViewConfig, seed: int, run_root: Path,

@@ -12,17 +12,17 @@ whole image (un-augmented, resized to the encoder's input size) and passes the R
 and derives summary statistics from it (:func:`summaries`). The raw vector is what the feature
 cache stores, so new summaries never need the encoder again.
 
-:func:`compute_signals` runs images -> views -> raw signals for one encoder. Each image's views
-are drawn from (seed, image content) exactly as the scan pipeline draws them
+The engines compute raw signals (``what="signals"``, :mod:`auditmi.measures`): each image's
+views are drawn from (seed, image content) exactly as for EncoderMI's features
 (:func:`auditmi.views.params_for_image` on the image decoded at the same working side) and
 rendered at the encoder's own input size, so the audited encoder and every shadow see the same
-view parameters. The whole image goes through the same resampler with a full-image box and no
-augmentation. Embeddings are taken before the encoder's L2 normalisation, so the norm survives.
+view parameters. The whole image goes through the same resampler with a full-image box
+(:func:`whole_params`) and no augmentation. Embeddings are taken before the encoder's L2
+normalisation, so the norm survives.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from auditmi.encoders.base import Encoder
-from auditmi.images import ImageLoadError, Skipped, decode, read_and_hash
-from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
+from auditmi.images import Skipped
+from auditmi.views import ViewConfig, ViewParams
 
 ProgressFn = Callable[[int, int], None]
 
@@ -134,68 +134,11 @@ def whole_params(heights: torch.Tensor, widths: torch.Tensor) -> ViewParams:
                       source=torch.arange(k))
 
 
-@torch.inference_mode()
-def embed_raw(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
-    """Embeddings of normalised (B, 3, S, S) images BEFORE L2 normalisation (float32, (B, D))."""
-    x = x.to(encoder.device)
-    dt = encoder.autocast_dtype
-    ctx = torch.autocast(encoder.device.type, dtype=dt) if dt is not None else contextlib.nullcontext()
-    with ctx:
-        out = encoder.forward(x)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.float().flatten(1)
-
-
-def signals_of_pixels(encoder: Encoder, pixels: Sequence[torch.Tensor], shas: Sequence[str], view_cfg: ViewConfig, seed: int) -> np.ndarray:
-    """Raw signals of already-decoded images ((3, H, W) uint8 at the working side)."""
-    imgs, sizes = pad_batch(list(pixels))
-    params = ViewParams.cat([params_for_image(int(p.shape[1]), int(p.shape[2]), s, seed, view_cfg) for p, s in zip(pixels, shas, strict=True)])
-    size, mean, std = encoder.input_size, encoder.mean, encoder.std
-    with torch.inference_mode():
-        views = render_views(imgs, params, size, mean, std)
-        whole = render_views(imgs, whole_params(sizes[:, 0], sizes[:, 1]), size, mean, std)
-        bs = encoder.batch_size or 256
-
-        def emb(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([embed_raw(encoder, x[i:i + bs]) for i in range(0, x.shape[0], bs)])
-
-        ev = emb(views).view(len(pixels), view_cfg.n_views, -1)
-        ew = emb(whole)
-        return raw_signals(ev, ew).cpu().numpy().astype(np.float32)
-
-
 def compute_signals(paths: Sequence[Path], encoder: Encoder, view_cfg: ViewConfig, seed: int = 0,
-                    images_per_batch: int = 32, progress: ProgressFn | None = None) -> SignalSet:
-    """Raw signals of every readable image in ``paths`` (unreadable files become ``skipped``)."""
-    side = working_side(encoder.input_size, view_cfg)
-    if encoder.preflight is not None:  # e.g. a remote encoder's query budget: refuse before any call
-        encoder.preflight(len(paths), view_cfg.n_views + 1, encoder.batch_size or 256)
-    ok_paths: list[Path] = []
-    shas: list[str] = []
-    out: list[np.ndarray] = []
-    skipped: list[Skipped] = []
-    buf: list[tuple[Path, str, torch.Tensor]] = []
+                    progress: ProgressFn | None = None, num_workers: int | None = None) -> SignalSet:
+    """Raw signals of every readable image in ``paths`` (unreadable files become ``skipped``),
+    without a cache: the local engine with ``what="signals"`` (:mod:`auditmi.measures`)."""
+    from auditmi.pipeline import compute_features
 
-    def flush() -> None:
-        if buf:
-            out.append(signals_of_pixels(encoder, [b[2] for b in buf], [b[1] for b in buf], view_cfg, seed))
-            ok_paths.extend(b[0] for b in buf)
-            shas.extend(b[1] for b in buf)
-            buf.clear()
-
-    for i, p in enumerate(paths):
-        try:
-            data, sha = read_and_hash(Path(p))
-            pix, _ = decode(data, side)
-        except ImageLoadError as e:
-            skipped.append(Skipped(Path(p), e.reason))
-            continue
-        buf.append((Path(p), sha, torch.from_numpy(np.ascontiguousarray(pix)).permute(2, 0, 1).contiguous()))
-        if len(buf) >= images_per_batch:
-            flush()
-        if progress is not None:
-            progress(i + 1, len(paths))
-    flush()
-    raw = np.concatenate(out) if out else np.zeros((0, n_raw(view_cfg.n_views)), np.float32)
-    return SignalSet(ok_paths, shas, raw, skipped)
+    fs = compute_features(paths, encoder, view_cfg, seed=seed, num_workers=num_workers, progress=progress, what="signals")
+    return SignalSet([r.path for r in fs.rows], [r.sha256 for r in fs.rows], fs.features, fs.skipped)

@@ -95,6 +95,78 @@ def test_ray_actor_refuses_other_weights(ray_cluster: str, tiny_checkpoint: Path
         compute_features(sorted(tiny_image_dir.iterdir()), enc, ViewConfig(n_views=4), num_workers=1, engine="ray")
 
 
+@pytest.mark.parametrize("which", ["encoder", "shadow"])
+def test_ray_signals_match_local(ray_cluster: str, tmp_path: Path, which: str) -> None:
+    """EncoderMI-R's raw signals on Ray actors (a bundle shadow rebuilt from its recipe, not pickled)."""
+    import torch
+    from test_signal_engines import assert_signals_close, direct_signals
+
+    from auditmi.cache import FeatureCache
+    from auditmi.calibration import load_calibration
+    from auditmi.encoders import load_encoder
+    from auditmi.engines import compute_features
+    from auditmi.measures import signal_cache_key
+    from auditmi.shadow_set import ShadowRecipe, load_shadows, shadow_encoder
+
+    cal = load_calibration(EXAMPLE / "calibration")
+    ss = load_shadows(cal.meta, cal.path)
+    enc = load_encoder(str(EXAMPLE / "encoder"), "cpu") if which == "encoder" else shadow_encoder(ss.shadows[1], torch.device("cpu"))
+    assert (enc.recipe is None) == (which == "encoder") and (which == "encoder" or isinstance(enc.recipe, ShadowRecipe))
+    paths = sorted((EXAMPLE / "suspect").glob("*.png"))[:6]
+    cache = FeatureCache(tmp_path / "cache", signal_cache_key(enc, cal.views, 0))
+    fs = compute_features(paths, enc, cal.views, seed=0, batch_size=22, cache=cache, num_workers=2, engine="ray", what="signals")
+    assert [r.path for r in fs.rows] == paths and fs.stats.shape == (6, 0)
+    assert_signals_close(fs.features, direct_signals(paths, enc, cal.views, 0), cal.views.n_views)
+    local = compute_features(paths, enc, cal.views, seed=0, batch_size=22, num_workers=2, what="signals")
+    assert_signals_close(fs.features, local.features, cal.views.n_views)
+    again = compute_features(paths, enc, cal.views, seed=0, batch_size=22, cache=cache, num_workers=2, engine="ray", what="signals")
+    assert again.n_from_cache == 6  # the actors wrote every row to the shared cache
+
+
+def test_ray_shadow_recipe_refuses_other_weights(tmp_path: Path) -> None:
+    """A node whose copy of the bundle has other shadow weights refuses to load them."""
+    import dataclasses
+
+    from auditmi.calibration import load_calibration
+    from auditmi.errors import CalibrationError
+    from auditmi.shadow_set import ShadowRecipe, load_shadows
+
+    cal = load_calibration(EXAMPLE / "calibration")
+    entry = load_shadows(cal.meta, cal.path).shadows[0]
+    other = tmp_path / "shadow-0.safetensors"
+    other.write_bytes(entry.weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CalibrationError, match="same calibration bundle"):
+        ShadowRecipe(dataclasses.replace(entry, weights=other)).load("cpu")
+
+
+def test_encodermi_r_with_the_ray_engine_runs_no_local_signal_pass(ray_cluster: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every encoder's signal pass (audited and both shadows) runs on Ray, with the local engine's scores."""
+    import auditmi.pipeline
+    from auditmi.calibrated_scan import run_encodermi_r
+    from auditmi.calibration import load_calibration
+    from auditmi.encoders import load_encoder
+    from auditmi.engines import EngineOptions
+    from auditmi.shadow_set import load_shadows
+
+    cal = load_calibration(EXAMPLE / "calibration")
+    ss = load_shadows(cal.meta, cal.path)
+    enc = load_encoder(str(EXAMPLE / "encoder"), "cpu")
+    sus = sorted((EXAMPLE / "suspect").glob("*.png"))[:6]
+    ref = sorted((EXAMPLE / "reference").glob("*.png"))[:40]
+    local = run_encodermi_r(sus, ref, enc, ss, cal.views, 0, None, engine=EngineOptions(workers=2))
+
+    def no_local(*a: object, **k: object) -> None:
+        raise AssertionError("the local engine ran a signal pass")
+
+    monkeypatch.setattr(auditmi.pipeline, "compute_features", no_local)
+    on_ray = run_encodermi_r(sus, ref, enc, ss, cal.views, 0, tmp_path / "cache", engine=EngineOptions("ray", workers=2))
+    assert len(list((tmp_path / "cache").glob("features/*"))) == 3  # one signal cache per encoder, filled by the actors
+    np.testing.assert_allclose(on_ray.scores.suspect_scores, local.scores.suspect_scores, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(on_ray.scores.reference_scores, local.scores.reference_scores, atol=1e-6, rtol=0)
+    assert on_ray.suspects.paths == local.suspects.paths and on_ray.reference.paths == local.reference.paths
+
+
 def _example_subset(tmp: Path) -> tuple[Path, Path]:
     sus, ref = tmp / "suspect", tmp / "reference"
     sus.mkdir()
@@ -122,6 +194,8 @@ def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_pat
     ray_rep = _scan(sus, ref, tmp_path / "ray.json", tmp_path / "c-ray", "--engine", "ray", "--parquet", tmp_path / "ray.parquet",
                     "--max-report-images", "10", "--html", tmp_path / "ray.html")
     assert ray_rep["verdict"] == local["verdict"]
+    # the bundle carries 2 shadows and the reference has 60 images: EncoderMI-R, whose signal passes ran on Ray
+    assert ray_rep["score"]["name"] == local["score"]["name"] == "EncoderMI-R" and len(ray_rep["score"]["shadows"]) == 2
     assert ray_rep["config"]["engine"] == "ray" and local["config"]["engine"] == "local"
     assert ray_rep["aggregate"]["n_skipped"] == local["aggregate"]["n_skipped"] == 1
     # The JSON lists the 10 highest scores and says so; the aggregate covers all 40 images.

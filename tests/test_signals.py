@@ -58,7 +58,7 @@ def test_compute_signals_matches_scan_features(tmp_path, tiny_image_dir, tiny_ch
     (tmp_path / "bad.png").write_bytes(b"not an image")
     enc = load_local(tiny_checkpoint, torch.device("cpu"))
     cfg = ViewConfig(n_views=4)
-    s = compute_signals(paths + [tmp_path / "bad.png"], enc, cfg, seed=3, images_per_batch=3)
+    s = compute_signals(paths + [tmp_path / "bad.png"], enc, cfg, seed=3, num_workers=0)
     f = compute_features(paths, enc, cfg, seed=3, num_workers=0)
     assert len(s.skipped) == 1 and s.sha256 == [r.sha256 for r in f.rows]
     np.testing.assert_allclose(pairwise_block(s.raw, 4), f.features, atol=1e-5)

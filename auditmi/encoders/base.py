@@ -115,6 +115,10 @@ class Encoder:
     #: Called by the pipeline before embedding with (images, views per image, views per call);
     #: raises an :class:`~auditmi.errors.AuditmiError` to refuse the work (e.g. over a query budget).
     preflight: Callable[[int, int, int], None] | None = None
+    #: How another process (a Ray actor) rebuilds this encoder: a picklable object with
+    #: ``load(device: str) -> Encoder`` (e.g. a calibration bundle's shadow), or None when
+    #: :func:`auditmi.encoders.load_encoder` on ``spec`` does. Never the weights themselves.
+    recipe: Any = None
 
     def __post_init__(self) -> None:
         # Every backend builds an Encoder: a config that cannot be right is refused here, as an
@@ -130,8 +134,9 @@ class Encoder:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     @torch.inference_mode()
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed a batch of normalised (B, 3, S, S) images; returns float32 (B, D), unit norm."""
+    def embed(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embed a batch of normalised (B, 3, S, S) images; returns float32 (B, D), unit norm
+        (``normalize=False``: the raw embeddings, whose norm is a membership signal)."""
         x = x.to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -141,7 +146,8 @@ class Encoder:
             out = self.forward(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        return torch.nn.functional.normalize(out.float().flatten(1), dim=-1)
+        out = out.float().flatten(1)
+        return torch.nn.functional.normalize(out, dim=-1) if normalize else out
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for reports and bundles."""

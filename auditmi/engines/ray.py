@@ -1,4 +1,4 @@
-"""The Ray engine: images -> features on a Ray cluster (or a Ray started on this machine).
+"""The Ray engine: images -> features (or raw signals) on a Ray cluster (or a Ray started on this machine).
 
 Plan of the Ray Data pipeline (one dataset, streamed):
 
@@ -10,10 +10,11 @@ Plan of the Ray Data pipeline (one dataset, streamed):
    fails the whole job on the first error in user code. Images whose sha256 is already in the
    feature cache are not decoded;
 3. embedding actors (``map_batches`` with ``compute=ActorPoolStrategy(size=n)`` and
-   ``num_gpus=1`` on GPUs): each loads the encoder once, from its spec (the encoder is never
+   ``num_gpus=1`` on GPUs): each loads the encoder once, from its spec or its recipe (a
+   calibration bundle's shadow: the weights file and its recorded sha256; the encoder is never
    pickled into a task), renders the views of a batch of images on its device and embeds them
-   with :func:`auditmi.pipeline.embed_decoded`, and writes that batch's features to the feature
-   cache as one shard (atomic ``os.replace``), so a killed driver or a lost node costs only the
+   with :func:`auditmi.measures.measure_decoded` (features, or EncoderMI-R's raw signals), and
+   writes that batch's rows to the cache as one shard (atomic ``os.replace``), so a killed driver or a lost node costs only the
    batches that were in flight;
 4. the driver collects the rows and builds the FeatureSet with :func:`auditmi.pipeline.assemble`,
    exactly as the local engine does.
@@ -41,8 +42,8 @@ import numpy as np
 from auditmi.cache import FeatureCache
 from auditmi.encoders.base import Encoder
 from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
-from auditmi.features import n_features
 from auditmi.images import Skipped
+from auditmi.measures import FEATURES, Measure, check_cache
 from auditmi.pipeline import STAT_NAMES, FeatureSet, ProgressFn, assemble, default_batch_size
 from auditmi.validate import positive_int
 from auditmi.views import ViewConfig, working_side
@@ -134,37 +135,39 @@ def _decode(batch: dict[str, np.ndarray], cached: frozenset[str], max_side: int,
 
 
 class _EmbedActor:
-    """Embedding actor: loads the encoder once from its spec, then renders, embeds and caches batches."""
+    """Embedding actor: loads the encoder once from its spec (or its recipe, e.g. a bundle's
+    shadow), then renders, embeds and caches batches."""
 
-    def __init__(self, spec: str, amp: bool, device: str, identity: str, version: str, batch_size: int, seed: int,
-                 cfg: ViewConfig, cache_root: str | None, cache_key: dict[str, Any] | None) -> None:
+    def __init__(self, spec: str, recipe: Any, amp: bool, device: str, identity: str, version: str, batch_size: int, seed: int,
+                 cfg: ViewConfig, what: str, cache_root: str | None, cache_key: dict[str, Any] | None) -> None:
         import torch
 
         from auditmi import __version__
         from auditmi.encoders import load_encoder
-        from auditmi.pipeline import Embedder
+        from auditmi.measures import Embedder
 
         if version != __version__:
             raise EncoderUnavailableError(f"this Ray node runs auditmi {__version__} but the driver runs {version}: "
                                           "install the same auditmi version on every node.")
         if device == "cpu":
             torch.set_num_threads(1)  # one thread per actor, as the local engine's workers
-        self.enc = load_encoder(spec, device, amp=amp)
+        self.enc = load_encoder(spec, device, amp=amp) if recipe is None else recipe.load(device)
         if self.enc.identity != identity:
             raise EncoderUnavailableError(f"encoder {spec!r} loaded on a Ray node has identity {self.enc.identity}, "
                                           f"the driver's has {identity}: every node must see the same weights.")
-        self.embedder = Embedder(self.enc, batch_size)
+        self.measure = Measure(what, cfg.n_views)
+        self.embedder = Embedder(self.enc, batch_size, self.measure.normalize)
         self.seed, self.cfg = seed, cfg
         self.cache = FeatureCache(cache_root, cache_key) if cache_root is not None and cache_key is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from auditmi.pipeline import embed_decoded
+        from auditmi.measures import measure_decoded
         from auditmi.views import params_for_image
 
         n = len(batch["i"])
-        feats = np.zeros((n, n_features(self.cfg.n_views)), np.float32)
+        feats = np.zeros((n, self.measure.width), np.float32)
         todo = np.flatnonzero(batch["todo"])
         seconds = 0.0
         if len(todo):
@@ -174,10 +177,10 @@ class _EmbedActor:
                 pixels.append(torch.frombuffer(bytearray(batch["pixels"][j]), dtype=torch.uint8).view(3, h, w))
                 params.append(params_for_image(h, w, sha, self.seed, self.cfg))
             before = self.embedder.encode_seconds
-            feats[todo] = embed_decoded(pixels, params, self.embedder, self.cfg.n_views)
+            feats[todo] = measure_decoded(pixels, params, self.embedder, self.measure)
             seconds = self.embedder.encode_seconds - before
             if self.cache is not None:
-                self.cache.put([str(batch["sha"][j]) for j in todo], feats[todo], batch["stats"][todo])
+                self.cache.put([str(batch["sha"][j]) for j in todo], feats[todo], batch["stats"][todo][:, : self.measure.n_stats])
         keep = ("i", "sha", "error", "cached", "todo", "ow", "oh", "stats")
         return {**{k: batch[k] for k in keep}, "feats": feats, "encode_seconds": np.full(n, seconds / max(1, len(todo)))}
 
@@ -219,6 +222,7 @@ def compute_features_ray(
     num_actors: int | None = None,
     progress: ProgressFn | None = None,
     device: str = "auto",
+    what: str = FEATURES,
 ) -> FeatureSet:
     """:func:`auditmi.pipeline.compute_features` on Ray (see the module docstring).
 
@@ -239,8 +243,10 @@ def compute_features_ray(
         raise InputError(f"encoder {encoder.spec!r} is a remote service: --engine ray embeds in Ray actors, which gains nothing "
                          "for it; use --engine local (it keeps one client and the query budget in this process).")
     n_views = view_cfg.n_views
+    measure = Measure(what, n_views)
+    check_cache(cache, measure)
     if not paths:
-        return assemble(paths, {}, {}, [], 0, n_views, {"seconds": 0.0})
+        return assemble(paths, {}, {}, [], 0, measure, {"seconds": 0.0})
     cached = cache.load() if cache is not None else {}
     ray = _import_ray()
     connect()
@@ -256,8 +262,8 @@ def compute_features_ray(
     else:
         bs = positive_int("--batch-size", batch_size)
     if encoder.preflight is not None:  # refuse before any work, as the local engine does
-        encoder.preflight(len(paths), n_views, bs)
-    per_batch = max(1, bs // n_views)
+        encoder.preflight(len(paths), measure.per_image, bs)
+    per_batch = max(1, bs // measure.per_image)
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
@@ -279,8 +285,8 @@ def compute_features_ray(
         _EmbedActor, batch_format="numpy", batch_size=per_batch,
         compute=ActorPoolStrategy(size=actors),
         num_gpus=1 if on_gpu else 0, num_cpus=1.0 if on_gpu else CPU_ACTOR_SHARE,
-        fn_constructor_kwargs={"spec": encoder.spec, "amp": encoder.amp, "device": "cuda" if on_gpu else "cpu",
-                               "identity": encoder.identity, "version": __version__, "batch_size": bs, "seed": seed, "cfg": view_cfg,
+        fn_constructor_kwargs={"spec": encoder.spec, "recipe": encoder.recipe, "amp": encoder.amp, "device": "cuda" if on_gpu else "cpu",
+                               "identity": encoder.identity, "version": __version__, "batch_size": bs, "seed": seed, "cfg": view_cfg, "what": what,
                                "cache_root": str(cache.dir.parent.parent) if cache is not None else None,
                                "cache_key": cache.key if cache is not None else None},
     )
@@ -306,7 +312,7 @@ def compute_features_ray(
                 encode_seconds += float(b["encode_seconds"][j])
                 if sha not in first or i < first[sha]:  # duplicates: the first file's features, as the local engine
                     first[sha] = i
-                    by_sha[sha] = (b["feats"][j].copy(), b["stats"][j].astype(np.float32))
+                    by_sha[sha] = (b["feats"][j].copy(), b["stats"][j][: measure.n_stats].astype(np.float32))
             done += len(b["i"])
             if progress is not None:
                 progress(done, len(paths))
@@ -317,7 +323,7 @@ def compute_features_ray(
         raise
     skipped.sort(key=lambda t: t[0])
     n_computed = len(info) - n_from_cache
-    return assemble(paths, info, by_sha, [s for _, s in skipped], n_from_cache, n_views,
+    return assemble(paths, info, by_sha, [s for _, s in skipped], n_from_cache, measure,
                     {"seconds": time.perf_counter() - t_start, "ray_start_seconds": t_ray, "encode_seconds": encode_seconds,
-                     "encode_in_workers": 1.0, "views_encoded": float(n_computed * n_views), "batch_size": float(bs),
+                     "encode_in_workers": 1.0, "views_encoded": float(n_computed * measure.per_image), "batch_size": float(bs),
                      "workers": float(actors), "gpu_actors": float(on_gpu)})

@@ -35,6 +35,7 @@ from auditmi.cache import FeatureCache, default_cache_dir
 from auditmi.calibrated_scan import MIN_REFERENCE, ScoreUsed, encodermi_r_step, reference_free_mismatch, too_small_reason
 from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
+from auditmi.engines import EngineOptions
 from auditmi.errors import InputError
 from auditmi.features import feature_config
 from auditmi.jobs.common import Progress, discover_set, environment, features, require_usable
@@ -197,7 +198,8 @@ def score_calibrated(fs: FeatureSet, rs: FeatureSet, setup: ScanSetup, opts: Sca
     assert setup.shadows is not None
     fpr = 0.05 if opts.fpr is None else opts.fpr
     r = encodermi_r_step(fs.rows, rs.rows, setup.encoder, setup.shadows, setup.views, opts.seed,
-                         Path(opts.cache_dir or default_cache_dir()) if opts.use_cache else None, fpr, progress)
+                         Path(opts.cache_dir or default_cache_dir()) if opts.use_cache else None, fpr, progress,
+                         EngineOptions(opts.engine, opts.workers, opts.batch_size, opts.device))
     t = r.threshold  # the audited encoder's TPR is unknown: 1.0 makes the used fraction a lower bound
     thr = Threshold(t.threshold, f"reference fpr={fpr:g} (conformal, out-of-fold)", t.expected_fpr, 1.0, t.n_reference, t.reference_above)
     return Scores(r.scores, np.full(len(r.scores), np.nan), r.scores >= t.threshold, thr, r.reference_scores, r.used), rs.subset(r.reference_kept)

@@ -1,0 +1,172 @@
+"""What an engine measures on an image under an encoder, and the one implementation of it.
+
+Two measures, both from the same view parameters (:func:`auditmi.views.params_for_image`):
+
+* ``features``: EncoderMI's membership features, the pairwise cosines of the image's ``n`` view
+  embeddings (:mod:`auditmi.features`); what every scan, evaluation and calibration needs.
+* ``signals``: the raw signal vector of :mod:`auditmi.signals` (pairwise cosines, view-to-whole
+  cosines, raw embedding norms), for EncoderMI-R; the ``n`` views plus the whole image
+  (:func:`auditmi.signals.whole_params`), embedded before L2 normalisation.
+
+Every path that turns decoded pixels into these numbers goes through this module: the local
+engine's workers and main process (:mod:`auditmi.pipeline`), the Ray engine's actors
+(:mod:`auditmi.engines.ray`) and in-memory callers (the shadow game's public images,
+:func:`measure_pixels`). Rendering is :func:`auditmi.views.render_views`; an image's inputs are
+its views followed (for signals) by the whole image, so they can be rendered in one call and
+sliced per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from auditmi.descriptors import STAT_NAMES
+from auditmi.encoders.base import Encoder
+from auditmi.features import feature_config, n_features, pairwise_cosine
+from auditmi.signals import SIGNAL_ALGORITHM, n_raw, raw_signals, whole_params
+from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
+
+if TYPE_CHECKING:
+    from auditmi.cache import FeatureCache
+
+FEATURES, SIGNALS = "features", "signals"
+MEASURES = (FEATURES, SIGNALS)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What is computed per image (``kind``: features or signals) for ``n_views`` views."""
+
+    kind: str
+    n_views: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in MEASURES:
+            raise ValueError(f"unknown measure {self.kind!r}; use one of {MEASURES}")
+
+    @property
+    def per_image(self) -> int:
+        """Encoder inputs per image (views, plus the whole image for signals)."""
+        return self.n_views + (self.kind == SIGNALS)
+
+    @property
+    def width(self) -> int:
+        """Length of an image's row (45 features or 66 raw signals for 10 views)."""
+        return n_features(self.n_views) if self.kind == FEATURES else n_raw(self.n_views)
+
+    @property
+    def n_stats(self) -> int:
+        """Encoder-free image statistics kept with each row: the feature pass keeps them (the
+        shift check reads them); signal rows carry none (the scan's feature pass has them)."""
+        return len(STAT_NAMES) if self.kind == FEATURES else 0
+
+    @property
+    def normalize(self) -> bool:
+        """Whether embeddings are L2-normalised before :meth:`reduce` (signals keep the norm)."""
+        return self.kind == FEATURES
+
+    def inputs(self, views: ViewParams, height: int, width: int) -> ViewParams:
+        """One image's encoder inputs: its view parameters, then (signals) the whole image."""
+        if self.kind == FEATURES:
+            return views
+        whole = whole_params(torch.tensor([height]), torch.tensor([width]))
+        return ViewParams(*(torch.cat([getattr(views, f.name), getattr(whole, f.name)]) for f in fields(ViewParams)))
+
+    def batch_inputs(self, pixels: Sequence[torch.Tensor], views: Sequence[ViewParams]) -> ViewParams:
+        """Encoder inputs of a batch of decoded (3, H, W) images, in image order."""
+        return ViewParams.cat([self.inputs(v, int(p.shape[1]), int(p.shape[2])) for p, v in zip(pixels, views, strict=True)])
+
+    def reduce(self, emb: torch.Tensor, n_images: int) -> np.ndarray:
+        """(n_images * per_image, D) embeddings in input order -> float32 (n_images, width) rows."""
+        e = emb.view(n_images, self.per_image, -1)
+        out = pairwise_cosine(e) if self.kind == FEATURES else raw_signals(e[:, : self.n_views], e[:, self.n_views])
+        return out.cpu().numpy().astype(np.float32)
+
+    def cache_key(self, encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
+        """Everything that determines a cached row of this measure under ``encoder``."""
+        key: dict[str, Any] = {"encoder": encoder.identity, "input_size": encoder.input_size, "mean": list(encoder.mean),
+                               "std": list(encoder.std), "views": view_cfg.to_dict(), "seed": int(seed),
+                               "max_side": working_side(encoder.input_size, view_cfg)}
+        if self.kind == FEATURES:
+            return {**key, "features": feature_config(view_cfg.n_views), "stats": STAT_NAMES}
+        return {**key, "signals": {"algorithm": SIGNAL_ALGORITHM, "n_raw": self.width}, "features": {"n_features": self.width}, "stats": []}
+
+
+def cache_key(encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
+    """Everything that determines cached features (the scan's feature cache)."""
+    return Measure(FEATURES, view_cfg.n_views).cache_key(encoder, view_cfg, seed)
+
+
+def signal_cache_key(encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
+    """Everything that determines an image's cached raw signals under ``encoder``."""
+    return Measure(SIGNALS, view_cfg.n_views).cache_key(encoder, view_cfg, seed)
+
+
+def check_cache(cache: FeatureCache | None, measure: Measure) -> None:
+    """Refuse a cache whose key was made for another measure (its rows would not fit)."""
+    if cache is not None and (cache.key.get("features") or {}).get("n_features") != measure.width:
+        raise ValueError(f"the cache key is not one of {measure.kind} for {measure.n_views} views; build it with Measure.cache_key")
+
+
+class Embedder:
+    """Renders and embeds encoder inputs in chunks, halving the chunk on CUDA out-of-memory."""
+
+    def __init__(self, encoder: Encoder, batch_size: int, normalize: bool = True) -> None:
+        self.enc, self.bs, self.normalize = encoder, batch_size, normalize
+        self.encode_seconds = 0.0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed already-rendered inputs in chunks of the batch size."""
+        out = []
+        for start in range(0, x.shape[0], self.bs):
+            t0 = time.perf_counter()
+            out.append(self.enc.embed(x[start:start + self.bs], normalize=self.normalize))
+            self.encode_seconds += time.perf_counter() - t0
+        return torch.cat(out)
+
+    def __call__(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        k = params.boxes.shape[0]
+        out: list[torch.Tensor] = []
+        start = 0
+        while start < k:
+            end = min(k, start + self.bs)
+            sub = ViewParams(*(getattr(params, f.name)[start:end] for f in fields(ViewParams)))
+            try:
+                with torch.inference_mode():
+                    x = render_views(images, sub, self.enc.input_size, self.enc.mean, self.enc.std)
+                    t0 = time.perf_counter()
+                    out.append(self.enc.embed(x, normalize=self.normalize))
+                    self.encode_seconds += time.perf_counter() - t0
+            except torch.cuda.OutOfMemoryError:
+                if self.bs <= 8:
+                    raise
+                torch.cuda.empty_cache()
+                self.bs //= 2
+                continue
+            start = end
+        return torch.cat(out)
+
+
+def measure_decoded(pixels: Sequence[torch.Tensor], views: Sequence[ViewParams], embedder: Embedder, measure: Measure) -> np.ndarray:
+    """Rows of ``measure`` (float32, one per image) of decoded images: render their inputs on the
+    encoder's device and embed them (see :class:`Embedder`). Used by every engine."""
+    imgs, _ = pad_batch(list(pixels))
+    if embedder.enc.device.type == "cuda":
+        imgs = imgs.pin_memory().to(embedder.enc.device, non_blocking=True)
+    emb = embedder(imgs, measure.batch_inputs(pixels, views))
+    return measure.reduce(emb, len(pixels))
+
+
+def measure_pixels(encoder: Encoder, pixels: Sequence[torch.Tensor], shas: Sequence[str], view_cfg: ViewConfig, seed: int,
+                   kind: str = SIGNALS) -> np.ndarray:
+    """Rows of ``kind`` of already-decoded images ((3, H, W) uint8 at the working side), in this
+    process (e.g. the public images of a calibration, already in memory)."""
+    m = Measure(kind, view_cfg.n_views)
+    views = [params_for_image(int(p.shape[1]), int(p.shape[2]), s, seed, view_cfg) for p, s in zip(pixels, shas, strict=True)]
+    return measure_decoded(pixels, views, Embedder(encoder, encoder.batch_size or 256, m.normalize), m)
