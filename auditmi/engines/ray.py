@@ -3,12 +3,11 @@
 Plan of the Ray Data pipeline (one dataset, streamed):
 
 1. ``from_items`` of (index, path), in blocks of :func:`read_block_size` images;
-2. CPU tasks read each file into bytes and hash it (a dataset of paths and bytes), then decode
-   it, downscale it and compute its encoder-free statistics, with the same functions as the local
-   engine (:func:`auditmi.decoding.read_file`, :func:`auditmi.decoding.decode_data`). An
-   unreadable or undecodable file becomes a row with a skip reason, never an exception: Ray Data
-   fails the whole job on the first error in user code. Images whose sha256 is already in the
-   feature cache are not decoded;
+2. CPU tasks (:func:`auditmi.engines.ray_tasks.read_decode`, one fused stage that imports no
+   torch) read and hash each file, then decode it, downscale it and compute its encoder-free
+   statistics, with the same functions as the local engine. An unreadable or undecodable file
+   becomes a row with a skip reason, never an exception: Ray Data fails the whole job on the first
+   error in user code. Images whose sha256 is already in the cache are not decoded;
 3. embedding actors (``map_batches`` with ``compute=ActorPoolStrategy(size=n)`` and
    ``num_gpus=1`` on GPUs): each loads the encoder once, from its spec or its recipe (a
    calibration bundle's shadow: the weights file and its recorded sha256; the encoder is never
@@ -41,10 +40,11 @@ import numpy as np
 
 from auditmi.cache import FeatureCache
 from auditmi.encoders.base import Encoder
+from auditmi.engines.ray_tasks import read_decode
 from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
 from auditmi.images import Skipped
 from auditmi.measures import FEATURES, Measure, check_cache
-from auditmi.pipeline import STAT_NAMES, FeatureSet, ProgressFn, assemble, default_batch_size
+from auditmi.pipeline import FeatureSet, ProgressFn, assemble, default_batch_size
 from auditmi.validate import positive_int
 from auditmi.views import ViewConfig, working_side
 
@@ -95,43 +95,6 @@ def read_block_size(n_images: int, n_slots: int, images_per_batch: int) -> int:
     """Images per read/decode task: about four tasks per CPU (or actor, if more), between one
     actor batch and 1,024 images."""
     return max(images_per_batch, min(1024, math.ceil(n_images / max(1, 4 * n_slots))))
-
-
-def _read(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """CPU task: paths -> paths and bytes (with sha256, or the reason a file cannot be read)."""
-    from auditmi.decoding import read_file
-
-    got = [read_file(Path(p)) for p in batch["path"]]
-    return {"i": batch["i"], "path": batch["path"], "bytes": np.array([g[0] for g in got], dtype=object),
-            "sha": np.array([g[1] for g in got], dtype=object), "error": np.array([g[2] for g in got], dtype=object)}
-
-
-def _decode(batch: dict[str, np.ndarray], cached: frozenset[str], max_side: int, seed: int, cfg: ViewConfig) -> dict[str, np.ndarray]:
-    """CPU task: bytes -> downscaled pixels (flat uint8 bytes + shape) and image statistics."""
-    from auditmi.decoding import decode_data
-
-    n = len(batch["i"])
-    # Object arrays: a fixed-width numpy string column would truncate a longer skip reason.
-    out: dict[str, Any] = {"i": batch["i"].astype(np.int64), "sha": batch["sha"], "error": np.array([str(e) for e in batch["error"]], dtype=object),
-                           "cached": np.zeros(n, bool), "todo": np.zeros(n, bool), "h": np.zeros(n, np.int64), "w": np.zeros(n, np.int64),
-                           "ow": np.zeros(n, np.int64), "oh": np.zeros(n, np.int64),
-                           "stats": np.zeros((n, len(STAT_NAMES)), np.float32), "pixels": np.array([b""] * n, dtype=object)}
-    for j in range(n):
-        if out["error"][j]:
-            continue
-        item = decode_data(batch["bytes"][j], str(batch["sha"][j]), int(batch["i"][j]), cached, max_side, seed, cfg)
-        if "error" in item:
-            out["error"][j] = item["error"]
-        elif item["cached"]:
-            out["cached"][j] = True
-        else:
-            px = item["pixels"].numpy()
-            out["todo"][j] = True
-            out["h"][j], out["w"][j] = px.shape[1], px.shape[2]
-            out["ow"][j], out["oh"][j] = item["size"]
-            out["stats"][j] = item["stats"]
-            out["pixels"][j] = px.tobytes()
-    return out
 
 
 class _EmbedActor:
@@ -275,10 +238,8 @@ def compute_features_ray(
     block = read_block_size(len(paths), max(actors, n_cpus), per_batch)
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / block)))
     decode_cpus = 1.0 if on_gpu else CPU_DECODE_SHARE
-    ds = ds.map_batches(_read, batch_format="numpy", batch_size=None, num_cpus=decode_cpus)
-    ds = ds.map_batches(_decode, batch_format="numpy", batch_size=None, num_cpus=decode_cpus,
-                        fn_kwargs={"cached": frozenset(cached), "max_side": working_side(encoder.input_size, view_cfg),
-                                   "seed": seed, "cfg": view_cfg})
+    ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=None, num_cpus=decode_cpus,
+                        fn_kwargs={"cached": frozenset(cached), "max_side": working_side(encoder.input_size, view_cfg)})
     from auditmi import __version__
 
     ds = ds.map_batches(
