@@ -223,9 +223,10 @@ def compute_features(
     parallel_embed = cpu and fork and not encoder.remote  # a remote encoder keeps one client in this process
     render = (encoder.input_size, tuple(encoder.mean), tuple(encoder.std)) if cpu else None
     if render is not None:
-        # Import torchvision's roi_align once here: forked workers inherit it instead of each
-        # paying the ~2 s import before their first image.
-        from torchvision.ops import roi_align  # noqa: F401
+        # Load torchvision's roi_align kernel once here: forked workers inherit it.
+        from auditmi._roi_align import load
+
+        load()
     ds = _Decode(paths, frozenset(cached), working_side(encoder.input_size, view_cfg), seed, view_cfg)
     chunk = max(1, bs // measure.per_image) if parallel_embed else max(1, min(16, bs // measure.per_image))
     embedder = Embedder(encoder, bs, measure.normalize)

@@ -296,9 +296,7 @@ def render_views(
     Returns:
         float32 (K, 3, out_size, out_size) normalised views, on ``images.device``.
     """
-    from torchvision.ops import (
-        roi_align,  # imported here: it pulls in torch._dynamo (~2 s of CLI start-up)
-    )
+    from auditmi._roi_align import roi_align
 
     dev = images.device
     x = images.float()
@@ -307,7 +305,7 @@ def render_views(
     boxes = torch.cat([params.source.to(dev, torch.float32)[:, None], params.boxes.to(dev)], dim=1)
     # roi_align with adaptive sampling averages several samples per output pixel when a crop is
     # shrunk, which antialiases like PIL's resize; aligned=True uses pixel-centre coordinates.
-    v = roi_align(x, boxes, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    v = roi_align(x, boxes, out_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     flip = params.flip.to(dev)
     if flip.any():
         v[flip] = v[flip].flip(-1)

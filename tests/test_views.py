@@ -460,3 +460,32 @@ def test_invalid_view_configurations_are_refused_with_the_reason(kwargs, needle)
 
 def test_boundary_view_configurations_are_accepted() -> None:
     ViewConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0, jitter_p=1, gray_p=0.0, jitter=(0, 0, 0, 0.5))
+
+
+_ROI_CHECK = """
+import sys, torch
+from auditmi._roi_align import roi_align
+g = torch.Generator().manual_seed(0)
+x = torch.rand(3, 3, 40, 50, generator=g)
+xy = torch.rand(12, 2, generator=g) * 30
+wh = 1 + torch.rand(12, 2, generator=g) * 18
+boxes = torch.cat([torch.randint(0, 3, (12, 1), generator=g).float(), xy, xy + wh], dim=1)
+ours = [roi_align(x, boxes, 7, sampling_ratio=r, aligned=a) for r, a in ((-1, True), (2, False))]
+assert "torchvision" not in sys.modules, "the kernel was loaded by importing torchvision"
+from torchvision.ops import roi_align as tv
+theirs = [tv(x, boxes, output_size=(7, 7), sampling_ratio=r, aligned=a) for r, a in ((-1, True), (2, False))]
+assert all(torch.equal(o, t) for o, t in zip(ours, theirs))
+"""
+
+
+def test_roi_align_kernel_is_torchvisions_without_importing_torchvision() -> None:
+    """auditmi._roi_align loads torchvision's compiled kernel directly (no torchvision import): same numbers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", _ROI_CHECK], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
