@@ -83,7 +83,10 @@ def connect() -> bool:
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(include_dashboard=False, **quiet)
+            # No dashboard, and no worker processes prestarted for the driver: on a small machine
+            # they compete for the cores with Ray's own start-up (measured in benchmarks/RESULTS.md,
+            # "Scale-out"); the pipeline's tasks and actors start the processes they need.
+            ray.init(include_dashboard=False, _system_config={"prestart_worker_first_driver": False}, **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
         raise InputError(f"cannot start or reach {where} ({e}). Check the address and that the cluster runs, "
