@@ -12,11 +12,13 @@ drifts, and compared by their medians. For the Ray engine it reports:
     pays): each run still starts its embedding actors and loads the encoder in them.
 
 Target (issue 13): Ray's time on one machine <= 1.5x the local engine's. The features of both
-engines are compared too (max absolute difference).
+engines are compared too (max absolute difference). ``--what signals`` times EncoderMI-R's raw
+signal pass instead (10 views plus the whole image per image, see auditmi/measures.py).
 
 Usage:
   python benchmarks/scale.py [--images 2000] [--repeats 3] [--encoder SPEC] [--device cpu|cuda|auto]
-                             [--engines local,ray] [--actors N] [--batch-size B] [--json FILE]
+                             [--engines local,ray] [--actors N] [--batch-size B] [--what features|signals]
+                             [--json FILE]
 """
 
 from __future__ import annotations
@@ -61,28 +63,30 @@ def main() -> None:
     ap.add_argument("--actors", type=int, default=None, help="Ray embedding actors (default: one per GPU, else per CPU)")
     ap.add_argument("--workers", type=int, default=None, help="local engine worker processes (default: chosen for the device)")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--what", default="features", choices=["features", "signals"], help="what the engines compute per image")
     ap.add_argument("--json", default=None, help="write the results to FILE")
     a = ap.parse_args()
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
     enc = load_encoder(a.encoder, a.device)
     cfg = ViewConfig()
     out: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine_start": machine(), "encoder": a.encoder,
-                 "device": str(enc.device), "views_per_image": cfg.n_views, "engines": engines}
+                 "device": str(enc.device), "views_per_image": cfg.n_views, "engines": engines, "what": a.what}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
         paths = photo_folder(a.images, folder) if enc.input_size > 64 else fmnist_folder(a.images, folder)
         out["images"] = len(paths)
-        views = len(paths) * cfg.n_views
+        views = len(paths) * (cfg.n_views + (a.what == "signals"))
         feats: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {e: [] for e in engines}
         timing: dict[str, dict] = {}
         if "local" in engines:  # warm-up: imports, first-touch allocations
-            compute_features(paths[:50], enc, cfg, batch_size=a.batch_size, num_workers=0)
+            compute_features(paths[:50], enc, cfg, batch_size=a.batch_size, num_workers=0, what=a.what)
         if "ray" in engines:
             logging.getLogger("ray").setLevel(logging.ERROR)
             t0 = time.perf_counter()
-            fs = compute_features(paths, enc, cfg, batch_size=a.batch_size, num_workers=a.actors, engine="ray", device=a.device)
+            fs = compute_features(paths, enc, cfg, batch_size=a.batch_size, num_workers=a.actors, engine="ray", device=a.device,
+                                  what=a.what)
             out["ray_cold_s"] = time.perf_counter() - t0
             out["ray_cold_start_s"] = fs.timing.get("ray_start_seconds")
             feats["ray"] = fs.features
@@ -91,7 +95,7 @@ def main() -> None:
             for e in engines:
                 t0 = time.perf_counter()
                 fs = compute_features(paths, enc, cfg, batch_size=a.batch_size, num_workers=a.actors if e == "ray" else a.workers,
-                                      engine=e, device=a.device)
+                                      engine=e, device=a.device, what=a.what)
                 if enc.device.type == "cuda":
                     torch.cuda.synchronize()
                 times[e].append(time.perf_counter() - t0)
