@@ -63,8 +63,9 @@ def _split(ss: SignalSet, first: Sequence[Path], second: Sequence[Path]) -> tupl
                 rows[part].append(k)
                 k += 1
     want = [{Path(p) for p in first}, {Path(p) for p in second}]
-    return tuple(SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r],  # type: ignore[return-value]
-                           [s for s in ss.skipped if s.path in want[part]]) for part, r in enumerate(rows))
+    a, b = (SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r], [s for s in ss.skipped if s.path in want[part]])
+            for part, r in enumerate(rows))
+    return a, b
 
 
 @dataclass

@@ -50,8 +50,12 @@ def test_run_encodermi_r_scores_suspects_against_the_reference(tmp_path, tiny_ch
     for name, write in files.items():
         write(str(tmp_path / "bundle" / name))
     ss = load_shadows({"shadows": meta}, tmp_path / "bundle")
-    out = run_encodermi_r(sus, ref, enc, ss, ViewConfig(n_views=3), 0, tmp_path / "cache")
+    (tmp_path / "broken.png").write_bytes(b"not an image")  # one unreadable file in each list: skipped, rows stay aligned
+    out = run_encodermi_r([*sus[:2], tmp_path / "broken.png", *sus[2:]], [tmp_path / "broken.png", *ref], enc, ss,
+                          ViewConfig(n_views=3), 0, tmp_path / "cache")
     assert out.scores.suspect_scores.shape == (5,) and out.scores.reference_scores.shape == (24,)
+    assert out.suspects.paths == sus and out.reference.paths == ref
+    assert [s.path.name for s in out.suspects.skipped] == [s.path.name for s in out.reference.skipped] == ["broken.png"]
     assert [o["sha256"] for o in out.scores.overlap] == trained_on
     assert np.all(np.isfinite(out.scores.suspect_scores))
 
