@@ -22,6 +22,7 @@ from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
 from auditmi.engines import EngineOptions, compute_features
 from auditmi.errors import InputError
+from auditmi.images import Skipped
 from auditmi.measures import signal_cache_key
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SignalSet, summaries
@@ -54,17 +55,20 @@ def cached_signals(paths: Sequence[Path], encoder: Encoder, views: ViewConfig, s
 
 
 def _split(ss: SignalSet, first: Sequence[Path], second: Sequence[Path]) -> tuple[SignalSet, SignalSet]:
-    """Split the signals of ``first + second`` (rows in path order, skipped files absent) back into the two lists."""
+    """Split the signals of ``first + second`` back into the two lists (rows and skipped files
+    both come in path order, so each occurrence of a path is matched in turn)."""
     rows: list[list[int]] = [[], []]
-    k = 0
+    skipped: list[list[Skipped]] = [[], []]
+    k = j = 0
     for part, ps in enumerate((first, second)):
         for p in ps:
-            if k < len(ss.paths) and ss.paths[k] == Path(p):
+            if k < len(ss.paths) and Path(ss.paths[k]) == Path(p):
                 rows[part].append(k)
                 k += 1
-    want = [{Path(p) for p in first}, {Path(p) for p in second}]
-    a, b = (SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r], [s for s in ss.skipped if s.path in want[part]])
-            for part, r in enumerate(rows))
+            elif j < len(ss.skipped) and Path(ss.skipped[j].path) == Path(p):
+                skipped[part].append(ss.skipped[j])
+                j += 1
+    a, b = (SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r], skipped[part]) for part, r in enumerate(rows))
     return a, b
 
 
