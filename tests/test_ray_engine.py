@@ -161,7 +161,7 @@ def test_encodermi_r_with_the_ray_engine_runs_no_local_signal_pass(ray_cluster: 
 
     monkeypatch.setattr(auditmi.pipeline, "compute_features", no_local)
     on_ray = run_encodermi_r(sus, ref, enc, ss, cal.views, 0, tmp_path / "cache", engine=EngineOptions("ray", workers=2))
-    assert len(list((tmp_path / "cache").glob("features/*"))) == 3  # one signal cache per encoder, filled by the actors
+    assert len(list((tmp_path / "cache").glob("features/*"))) == 1 + ss.k  # one signal cache per encoder, filled by the actors
     np.testing.assert_allclose(on_ray.scores.suspect_scores, local.scores.suspect_scores, atol=1e-6, rtol=0)
     np.testing.assert_allclose(on_ray.scores.reference_scores, local.scores.reference_scores, atol=1e-6, rtol=0)
     assert on_ray.suspects.paths == local.suspects.paths and on_ray.reference.paths == local.reference.paths
@@ -194,8 +194,9 @@ def test_ray_scan_cli_matches_local_and_writes_parquet(ray_cluster: str, tmp_pat
     ray_rep = _scan(sus, ref, tmp_path / "ray.json", tmp_path / "c-ray", "--engine", "ray", "--parquet", tmp_path / "ray.parquet",
                     "--max-report-images", "10", "--html", tmp_path / "ray.html")
     assert ray_rep["verdict"] == local["verdict"]
-    # the bundle carries 2 shadows and the reference has 60 images: EncoderMI-R, whose signal passes ran on Ray
-    assert ray_rep["score"]["name"] == local["score"]["name"] == "EncoderMI-R" and len(ray_rep["score"]["shadows"]) == 2
+    # the bundle carries shadows and the reference has 60 images: EncoderMI-R, whose signal passes ran on Ray
+    assert ray_rep["score"]["name"] == local["score"]["name"] == "EncoderMI-R"
+    assert len(ray_rep["score"]["shadows"]) == len(local["score"]["shadows"]) >= 2
     assert ray_rep["config"]["engine"] == "ray" and local["config"]["engine"] == "local"
     assert ray_rep["aggregate"]["n_skipped"] == local["aggregate"]["n_skipped"] == 1
     # The JSON lists the 10 highest scores and says so; the aggregate covers all 40 images.

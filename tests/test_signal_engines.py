@@ -60,7 +60,7 @@ def example_encoders():
 
     cal = load_calibration(EXAMPLE / "calibration")
     shadows = load_shadows(cal.meta, cal.path)
-    assert shadows is not None and shadows.k == 2
+    assert shadows is not None and shadows.k >= 2
     cpu = torch.device("cpu")
     return cal.views, {"encoder": load_local(EXAMPLE / "encoder", cpu), "shadow": shadow_encoder(shadows.shadows[0], cpu)}
 
