@@ -632,7 +632,7 @@ def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan
     r = json.loads(proc.stdout)
     sc = r["score"]
     assert sc["name"] == "EncoderMI-R" and sc["calibrated"] and len(sc["shadows"]) == 4
-    assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("predictive")
+    assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("conformal")
     assert sc["r2_out_of_fold"] is not None and set(sc["difficulty_r2"]) == set(sc["spec"]["signals"])
     assert sc["threshold"]["n_reference"] == 32 and r["aggregate"]["threshold_kind"].startswith("reference fpr=")
     assert all(row["member_probability"] is None and 0 < row["p_value"] <= 1 for row in r["images"])

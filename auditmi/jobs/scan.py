@@ -9,7 +9,7 @@ without touching the others:
   images count once in every test (:mod:`auditmi.jobs.sets`).
 * With a reference set of known non-members, the dataset-level test is a one-sided
   Mann-Whitney rank test "suspects score higher than the reference" (valid for small sets), and
-  per-image empirical p-values against the reference are flagged with Benjamini-Hochberg.
+  per-image conformal p-values against the reference are flagged with Benjamini-Hochberg.
   Before any "likely-used", an encoder-free shift check asks whether suspects and reference
   differ in ways that are not membership; if they do, the verdict is "inconclusive".
 * Without a reference, a binomial test compares the flagged count with the calibrated
@@ -215,8 +215,8 @@ def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSet
     if rs is not None:
         assert sc.reference is not None
         rank = S.rank_test(sc.scores, sc.reference)
-        calibrated = sc.used is not None and sc.used.calibrated
-        pvals = S.predictive_pvalues(sc.scores, sc.reference) if calibrated else S.empirical_pvalues(sc.scores, sc.reference)
+        # Exact conformal p-values (the tie-breaker comes from the seed and the image's content).
+        pvals = S.conformal_pvalues(sc.scores, sc.reference, S.tie_breakers([r.sha256 for r in fs.rows], opts.seed))
         bh = S.benjamini_hochberg(pvals, opts.fdr)
         shift = shift_check(fs.stats, rs.stats, seed=opts.seed)
         power = S.required_sample_size(rank.auc, alpha=opts.alpha, reference_size=rs.n)

@@ -28,7 +28,7 @@ class ScoredImage:
     score: float
     member_probability: float | None  # None with EncoderMI-R (a p-value, not a calibrated probability)
     member: bool  # flagged at the decision threshold
-    p_value: float | None  # empirical p-value against the reference (None without one)
+    p_value: float | None  # conformal p-value against the reference (None without one)
     bh_flag: bool | None  # Benjamini-Hochberg flag at the FDR (None without a reference)
 
 

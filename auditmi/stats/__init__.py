@@ -41,11 +41,12 @@ from auditmi.stats.hypothesis import (
     benjamini_hochberg,
     binomial_test,
     calibrated_binomial_test,
+    conformal_pvalues,
     empirical_pvalues,
     fpr_upper_bound,
     permutation_test,
-    predictive_pvalues,
     rank_test,
+    tie_breakers,
 )
 from auditmi.stats.metrics import (
     BinaryMetrics,
@@ -74,7 +75,8 @@ __all__ = [
     "threshold_at_fpr",
     "fpr_resolution",
     "empirical_pvalues",
-    "predictive_pvalues",
+    "conformal_pvalues",
+    "tie_breakers",
     "reference_threshold",
     "ReferenceThreshold",
     "binomial_sample_size",
