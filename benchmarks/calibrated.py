@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from auditmi import difficulty as D
 from auditmi import stats as S
-from auditmi.datasets import fashion_mnist
+from auditmi.datasets import fashion_mnist, mnist_digits
 from auditmi.encoders.local import load_local
 from auditmi.images import read_and_hash
 from auditmi.shadow_game import choose_spec
@@ -62,10 +62,11 @@ def write_pngs(x: np.ndarray, idx: np.ndarray, folder: Path, prefix: str) -> lis
 def signals_for(enc_dir: Path, paths: list[Path], name: str, cache: Path) -> np.ndarray:
     """(N, d) summary signals of ``paths`` under the encoder in ``enc_dir`` (cached per encoder and set)."""
     enc = load_local(enc_dir, torch.device("cpu"))
-    f = cache / f"{enc.info['weights_sha256'][:16]}-{name}.npz"
+    tag = "" if CFG.n_views == 10 else f"-v{CFG.n_views}"
+    f = cache / f"{enc.info['weights_sha256'][:16]}-{name}{tag}.npz"
     if f.exists():
         z = np.load(f)
-        if len(z["raw"]) == len(paths):
+        if list(z["sha"]) == shas(paths):  # same images in the same order
             return summaries(z["raw"], CFG.n_views)
     s = compute_signals(paths, enc, CFG, SEED)
     assert not s.skipped, s.skipped
@@ -117,7 +118,10 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=500, help="null splits for the validity check")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "calibrated.json"))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--views", type=int, default=10, help="augmented views per image (the scan's --views)")
     a = ap.parse_args()
+    global CFG
+    CFG = ViewConfig(n_views=a.views)
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -135,7 +139,9 @@ def main() -> None:
     sets = {
         "members": write_pngs(xtr, np.array(man["target_members_train_idx"]), work / "members", "tr"),
         "unseen": write_pngs(xte, unseen_idx, work / "unseen", "te"),
-        "pool": write_pngs(xtr, np.array(pool["pool_train_idx"]), work / "pool", "tr"),
+        # the shadows' public pool (the shadow game's images): Fashion-MNIST train images, or MNIST digits
+        "pool": (write_pngs(mnist_digits()[0], np.array(pool["pool_train_idx"]), work / "pool-mnist", "mn")
+                 if pool.get("dataset") == "mnist" else write_pngs(xtr, np.array(pool["pool_train_idx"]), work / "pool", "tr")),
         "reference": sorted((EX / "reference").glob("*.png")),
         "suspect": sorted((EX / "suspect").glob("*.png")),
     }
