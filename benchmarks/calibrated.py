@@ -119,6 +119,9 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "calibrated.json"))
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--views", type=int, default=10, help="augmented views per image (the scan's --views)")
+    ap.add_argument("--target", default="", help="another target instead of the example's: mN-eE, a benchmarks/fmnist_setup.py "
+                    "run (N members trained E epochs; its members are all scored, the example's reference and unseen test images "
+                    "are its non-members)")
     a = ap.parse_args()
     global CFG
     CFG = ViewConfig(n_views=a.views)
@@ -136,8 +139,19 @@ def main() -> None:
     used_test = set(man["target_non_members_test_idx"])  # covers suspect/ non-members and reference/
     rng = np.random.default_rng(2026)
     unseen_idx = np.sort(rng.choice(np.setdiff1d(np.arange(10000), sorted(used_test)), a.unseen, replace=False))
+    members_idx = np.array(man["target_members_train_idx"])
+    target_dir = EX / "encoder"
+    if a.target:  # a benchmarks/fmnist_setup.py target; the shadows' own training images are left out of its members
+        from fmnist_setup import make_splits
+
+        n_m = int(a.target.split("-")[0][1:])
+        members_idx = make_splits(n_m).target_members
+        shadow_train = {int(i) for k in k_idx for i in pool["members"][k]}
+        res_note = {"target": a.target, "members_dropped_as_shadow_training_images": int(np.isin(members_idx, sorted(shadow_train)).sum())}
+        members_idx = np.setdiff1d(members_idx, sorted(shadow_train))
+        target_dir = ROOT / "benchmarks" / ".work" / a.target / "target" / "final"
     sets = {
-        "members": write_pngs(xtr, np.array(man["target_members_train_idx"]), work / "members", "tr"),
+        "members": write_pngs(xtr, members_idx, work / "members", "tr"),
         "unseen": write_pngs(xte, unseen_idx, work / "unseen", "te"),
         # the shadows' public pool (the shadow game's images): Fashion-MNIST train images, or MNIST digits
         "pool": (write_pngs(mnist_digits()[0], np.array(pool["pool_train_idx"]), work / "pool-mnist", "mn")
@@ -145,8 +159,8 @@ def main() -> None:
         "reference": sorted((EX / "reference").glob("*.png")),
         "suspect": sorted((EX / "suspect").glob("*.png")),
     }
-    encs = {"target": EX / "encoder", **{f"shadow-{k}": d / "final" for k, d in zip(k_idx, shadow_dirs, strict=True)}}
-    sig = {e: {s: signals_for(d, p, s, work / "signals") for s, p in sets.items()} for e, d in encs.items()}
+    encs = {"target": target_dir, **{f"shadow-{k}": d / "final" for k, d in zip(k_idx, shadow_dirs, strict=True)}}
+    sig = {e: {s: signals_for(d, p, s, work / ("signals-" + a.target if a.target else "signals")) for s, p in sets.items()} for e, d in encs.items()}
     shadows = [f"shadow-{k}" for k in k_idx]
 
     def stack(names: list[str], s: str) -> np.ndarray:
@@ -160,6 +174,7 @@ def main() -> None:
         from auditmi.shadow_set import DEFAULT_SPEC as spec
     y = np.r_[np.ones(len(sets["members"])), np.zeros(len(sets["unseen"]))]
     res: dict = {"n_shadows": len(shadows), "shadows": shadows, "spec": spec.to_dict(),
+                 **(res_note if a.target else {}),
                  "evaluation": {"members": len(sets["members"]), "unseen_test": len(sets["unseen"]), "reference": len(sets["reference"])}}
 
     # 2. Raw signals of the target (no calibration).
