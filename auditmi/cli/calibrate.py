@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
+
+if TYPE_CHECKING:
+    from auditmi.jobs.calibrate import CalibrateResult
 
 
 @app.command()
@@ -72,6 +75,7 @@ def calibrate(
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
         result = run_calibrate(opts, progress=cb, command=command_line())
+    print_notes(result)
     if json_out:
         write_json(calibrate_summary(result), json_out)
         if json_out == "-":
@@ -92,3 +96,14 @@ def calibrate(
         err.print(f"{len(sh['encoders'])} shadow encoders carried for EncoderMI-R; score chosen by {chosen.get('method', '-')}"
                   + (f" ({chosen['combination']})" if chosen.get("combination") else ""))
     err.print(f"calibration bundle written to {result.bundle}")
+
+
+def print_notes(result: CalibrateResult) -> None:
+    """What a user of the bundle must know (on stderr, also with ``--json -``): the --fpr it supports."""
+    ft = result.calibration.meta.get("fpr_thresholds") or {}
+    if ft:
+        written = ", ".join(f"{f:g}" for f in ft["written"]) or "none"
+        err.print(f"scans accept --fpr {ft['finest_fpr']:.3g} or more (1/{ft['heldout_non_members']} held-out shadow non-members); "
+                  f"thresholds stored for --fpr {written}"
+                  + (f"; not for {', '.join(k.removeprefix('fpr=') for k in ft['not_written'])} (finer than the held-out set resolves)"
+                     if ft["not_written"] else ""))
