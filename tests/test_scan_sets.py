@@ -166,6 +166,37 @@ def test_members_and_non_members_with_images_in_common_are_refused(command: str,
     assert proc.returncode == 2 and "have the same content as non-member image(s)" in msg, proc.stderr
 
 
+def test_calibrate_counts_each_shadow_image_once_and_says_how_many_copies_it_dropped(calibrated: Calibrated, sets: dict[str, Path],
+                                                                                      tmp_path: Path) -> None:
+    """Ten members with ten copies each and twenty non-members with three more copies each calibrate
+    exactly like the distinct images: copies would otherwise weigh double in the fit and the held-out rates."""
+    import json
+
+    def calibrate(out: Path, members: list[Path], non_members: list[Path]) -> tuple[dict, str]:
+        proc = invoke_in_process("calibrate", "--shadow-encoder", calibrated.encoder, "--out", out, "--views", "4", "--attacks", "T",
+                                 "--members", *members, "--non-members", *non_members, "--device", "cpu", "--quiet", "--json", "-",
+                                 cache_dir=tmp_path / "cache")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), " ".join(proc.stderr.split())
+
+    alone, _ = calibrate(tmp_path / "alone", [sets["ten"]], [sets["ref"]])
+    copied, said = calibrate(tmp_path / "copied", [sets["ten_x10"]], [sets["ref"], sets["ref_x3"]])
+    assert copied["duplicates_dropped"] == {"members": 90, "non_members": 60} and alone["duplicates_dropped"] == {}
+    assert "150 duplicate shadow image(s) (same content as another) counted once: 90 in members, 60 in non-members" in said
+    assert copied["heldout_metrics"] == alone["heldout_metrics"]
+    meta = json.loads((tmp_path / "copied" / "calibration.json").read_text())
+    assert (meta["n_shadow_members"], meta["n_shadow_non_members"]) == (10, 20)
+
+
+def test_shadow_data_copies_are_split_once_and_counted(sets: dict[str, Path]) -> None:
+    from auditmi.jobs.calibrate import _split_by_hash
+
+    paths = sorted(sets["ten"].glob("*.png")) + sorted(sets["ten_x10"].glob("*.png"))
+    copies: list[Path] = []
+    mem, non, mh, nh = _split_by_hash(paths, 0.5, 0, [], copies)
+    assert len(mem) + len(non) == 10 and not set(mh) & set(nh) and len(copies) == 100
+
+
 # ---- item 4 end to end: four reference images cannot give likely-used
 
 

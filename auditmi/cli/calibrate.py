@@ -100,6 +100,9 @@ def calibrate(
 
 def print_notes(result: CalibrateResult) -> None:
     """What a user of the bundle must know (on stderr, also with ``--json -``): the --fpr it supports."""
+    if result.n_duplicates:
+        err.print(f"{result.n_duplicates} duplicate shadow image(s) (same content as another) counted once: "
+                  + ", ".join(f"{n} in {k.replace('_', '-')}" for k, n in result.calibration.meta["duplicates_dropped"].items() if n))
     ft = result.calibration.meta.get("fpr_thresholds") or {}
     if ft:
         written = ", ".join(f"{f:g}" for f in ft["written"]) or "none"

@@ -151,4 +151,5 @@ def calibrate_summary(result: CalibrateResult) -> dict[str, Any]:
     return {"bundle": str(result.bundle), "default_attack": cal.default_attack,
             "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
             "thresholds": {k: a.thresholds for k, a in cal.attacks.items()},
-            "fpr_thresholds": cal.meta.get("fpr_thresholds")}
+            "fpr_thresholds": cal.meta.get("fpr_thresholds"),
+            "duplicates_dropped": cal.meta.get("duplicates_dropped") or {}}
