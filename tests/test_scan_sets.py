@@ -188,6 +188,20 @@ def test_calibrate_counts_each_shadow_image_once_and_says_how_many_copies_it_dro
     assert (meta["n_shadow_members"], meta["n_shadow_non_members"]) == (10, 20)
 
 
+def test_evaluate_counts_each_image_once(calibrated: Calibrated, sets: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    reports = {}
+    for name, members in (("alone", [sets["ten"]]), ("copied", [sets["ten_x10"]])):
+        proc = invoke_in_process("evaluate", "-e", calibrated.encoder, "-c", calibrated.bundle, "--members", *members,
+                                 "--non-members", sets["ref"], "--device", "cpu", "--quiet", "--json", tmp_path / f"{name}.json",
+                                 cache_dir=tmp_path / "cache")
+        assert proc.returncode == 0, proc.stderr
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["copied"]["counts"] == {"members": 10, "non_members": 20, "skipped": 0, "duplicates": 90}
+    assert reports["copied"]["metrics"] == reports["alone"]["metrics"]
+
+
 def test_shadow_data_copies_are_split_once_and_counted(sets: dict[str, Path]) -> None:
     from auditmi.jobs.calibrate import _split_by_hash
 

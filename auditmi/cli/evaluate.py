@@ -98,4 +98,6 @@ def evaluate(
         write_json(evaluate_report(result, command=command_line()), json_out)
         if json_out == "-":
             return
+    if result.n_duplicates:
+        err.print(f"{result.n_duplicates} duplicate image(s) (same content as another) counted once")
     print_evaluation(result)

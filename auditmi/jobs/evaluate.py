@@ -16,7 +16,7 @@ from auditmi.calibration import load_calibration
 from auditmi.encoders import load_encoder
 from auditmi.images import Skipped
 from auditmi.jobs.common import Progress, discover_set, environment, features, require_usable
-from auditmi.jobs.sets import refuse_overlap
+from auditmi.jobs.sets import distinct, refuse_overlap
 from auditmi.pipeline import cache_key
 from auditmi.views import ViewConfig
 
@@ -63,6 +63,7 @@ class EvaluateResult:
     views: ViewConfig
     seed: int
     environment: dict[str, Any]
+    n_duplicates: int = 0  # copies of a member or non-member image (same sha256) left out: each image counts once
 
 
 def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | Path], non_members: Sequence[str | Path],
@@ -80,6 +81,9 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
     require_usable(mf, "member")
     require_usable(nf, "non-member")
     refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
+    n_dup = mf.n + nf.n
+    mf, nf = distinct(mf), distinct(nf)  # copies of an image count once, as in scan and calibrate
+    n_dup -= mf.n + nf.n
     x = np.concatenate([mf.features, nf.features])
     y = np.concatenate([np.ones(mf.n, int), np.zeros(nf.n, int)])
     classifiers = []
@@ -95,4 +99,4 @@ def run_evaluate(encoder: str, calibration: str | Path, members: Sequence[str | 
                           calibration_sha256=cal.sha256, default_attack=cal.default_attack,
                           finest_fpr=max(a.finest_fpr for a in cal.attacks.values()), n_members=mf.n, n_non_members=nf.n,
                           skipped=md.unreadable + nd.unreadable + mf.skipped + nf.skipped, classifiers=classifiers, views=cal.views, seed=seed,
-                          environment=environment())
+                          environment=environment(), n_duplicates=n_dup)

@@ -139,7 +139,8 @@ def evaluate_report(result: EvaluateResult, command: str = "") -> dict[str, Any]
         "encoder": result.encoder,
         "calibration": {"path": str(result.calibration_path), "bundle_sha256": result.calibration_sha256,
                         "default_attack": result.default_attack, "finest_fpr": result.finest_fpr},
-        "counts": {"members": result.n_members, "non_members": result.n_non_members, "skipped": len(result.skipped)},
+        "counts": {"members": result.n_members, "non_members": result.n_non_members, "skipped": len(result.skipped),
+                   "duplicates": result.n_duplicates},
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in result.skipped],
         "metrics": metrics, "config": {"views": result.views.to_dict(), "seed": result.seed}, "environment": result.environment,
     }
