@@ -66,6 +66,10 @@ def calibrate(
     from auditmi.report import calibrate_summary, write_json
 
     check_bundle_destination(out_dir)  # before the (long) shadow training
+    if shadow_encoder:
+        from auditmi.cli.encoders import http_preflight
+
+        http_preflight(shadow_encoder, [members or [], non_members or []], views=views)  # HTTP: the query plan, the budget
     for warning in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
         err.print(Text.assemble(("warning: ", "yellow"), warning))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,

@@ -79,6 +79,9 @@ def evaluate(
     if json_out is not None:
         check_destination(json_out)
     precheck([*members, *non_members], calibration)
+    from auditmi.cli.encoders import http_preflight
+
+    http_preflight(encoder, [members, non_members], calibration, batch_size=batch_size)  # HTTP: the query plan, the budget
     if not no_cache:
         from auditmi.cache import read_only_note
 

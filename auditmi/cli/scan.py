@@ -191,10 +191,9 @@ def scan(
         check_destination(dest)  # before any work: a typo must not cost a whole scan
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
-    if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
-        from auditmi.cli.encoders import http_preflight
+    from auditmi.cli.encoders import http_preflight
 
-        http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
+    http_preflight(encoder, [images, reference or []], calibration, views, batch_size)  # HTTP: the query plan, the budget
     tr = read_truth(truth) if truth else None
     if not no_cache:
         from auditmi.cache import read_only_note
