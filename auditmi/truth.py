@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,3 @@ def compare(decisions: Iterable[tuple[str | Path, bool]], truth: dict[str, int])
         "false_positive_rate": fp / (fp + tn) if fp + tn else None,
     }
 
-
-def truth_summary(report: Mapping[str, Any], truth: dict[str, int]) -> dict[str, Any]:
-    """:func:`compare` for a scan report document (its ``images`` rows)."""
-    return compare(((row["path"], row["decision"] == "member") for row in report["images"]), truth)

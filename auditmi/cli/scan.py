@@ -19,7 +19,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 from auditmi.discovery import SUPPORTED_EXTENSIONS
 from auditmi.errors import EXIT_VERDICT, InputError
 from auditmi.terminal import printable
-from auditmi.truth import compare, read_truth, truth_summary  # noqa: F401  (truth_summary: kept importable from here)
+from auditmi.truth import compare, read_truth
 from auditmi.verdict import Label
 
 if TYPE_CHECKING:
