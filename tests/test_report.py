@@ -337,6 +337,17 @@ def test_render_html_full_page(sample):
     assert "b" * 64 in page  # calibration bundle hash shown for reproduction
 
 
+def test_render_html_from_a_saved_json_report_is_the_same_page(sample, tmp_path):
+    """The page renders from the JSON document (docs/design.md): a report read back from its file
+    gives the same page as the in-memory one."""
+    import json
+
+    from auditmi.report.jsondoc import to_json
+
+    saved = json.loads(to_json(sample))
+    assert R.render_html(saved, thumbnails=False) == R.render_html(sample, thumbnails=False)
+
+
 def test_render_html_escapes_user_urls_and_markup_everywhere(sample):
     sample["images"][0]["path"] = 'x/"><img src=http://evil.example/a.png>.png'
     sample["command"] = "auditmi scan https://example.com/<b>bold</b>"
