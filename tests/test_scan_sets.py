@@ -223,3 +223,19 @@ def test_four_reference_images_give_inconclusive_and_say_why(calibrated: Calibra
     assert res.verdict.label.value == "inconclusive"
     assert "shift check was not run with" in res.verdict.reason
     assert "4 reference images (at least 20 reference images are needed)" in res.verdict.reason
+
+
+def test_the_truth_file_is_not_an_ignored_file(tmp_path: Path) -> None:
+    """--truth suspect/truth.csv is input; other non-image files are still counted as ignored."""
+    from auditmi.jobs.scan import gather_images
+
+    folder = tmp_path / "suspect"
+    make_noise_images(folder, 2, seed=31)
+    (folder / "truth.csv").write_text("file,member\nimg0000.png,1\n")
+    (folder / "notes.csv").write_text("x\n")
+    (folder / "readme.txt").write_text("x\n")
+    opts = ScanOptions(encoder="-", calibration="-", truth=folder / "truth.csv")
+    counts = {i.reason: i.count for i in gather_images([folder], opts).ignored}
+    assert counts == {"extension .csv": 1, "extension .txt": 1}
+    counts = {i.reason: i.count for i in gather_images([folder], ScanOptions(encoder="-", calibration="-")).ignored}
+    assert counts == {"extension .csv": 2, "extension .txt": 1}

@@ -213,7 +213,7 @@ def scan(
 
     opts = job.ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                            seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
-                           use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet)
+                           use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet, truth=truth)
     with progress_bar(not quiet) as cb:
         result = job.run_scan(images, opts, progress=cb)
     if tr is not None:

@@ -79,6 +79,7 @@ class ScanOptions:
     amp: bool = True
     engine: str = "local"  # local or ray (auditmi.engines)
     parquet: str | Path | None = None  # also write one row per scored image to this Parquet file
+    truth: str | Path | None = None  # the --truth file (read by the CLI): not counted as an ignored file
 
 
 # ------------------------------------------------------------------------------------- results
@@ -135,6 +136,9 @@ def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs
     unreadable, ignored = [], []
     for what, d in (("suspect", sd), ("reference", rd)):
         if d is not None:
+            if opts.truth is not None:  # the truth file kept next to the images is input, not an ignored file
+                truth = set(overlapping_files(d.ignored, [Path(opts.truth)]))
+                d = replace(d, ignored=[p for p in d.ignored if p not in truth])
             unreadable += [SkippedFile(s.path, s.reason, what, folder=True) for s in d.unreadable]
             ignored += [IgnoredFiles(what, k, n) for k, n in d.ignored_counts().items()]
     suspects, refs = sd.images, (rd.images if rd else [])
