@@ -68,3 +68,16 @@ def test_an_ambiguous_truth_file_does_not_lose_the_scan(calibrated: Calibrated, 
     assert "matches 2 scanned files" in " ".join(p.stderr.split())
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["images"]) == 6 and "matches 2 scanned files" in report["truth"]["error"]
+
+
+def test_a_truth_file_that_is_not_utf8_text_is_a_user_error(tmp_path: Path) -> None:
+    f = tmp_path / "truth.csv"
+    f.write_bytes(b"\x00\xff\xfe garbage")
+    with pytest.raises(InputError, match="is not a UTF-8 CSV text file"):
+        read_truth(f)
+
+
+def test_a_byte_order_mark_does_not_hide_the_first_row(tmp_path: Path) -> None:
+    f = tmp_path / "truth.csv"
+    f.write_bytes("x.png,1\ny.png,0\n".encode("utf-8-sig"))  # what spreadsheet programs save
+    assert read_truth(f) == {"x.png": 1, "y.png": 0}
