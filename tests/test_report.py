@@ -440,3 +440,13 @@ def test_templates_autoescape_and_the_css_is_inlined_from_its_file(sample):
     page = R.render_html(sample, thumbnails=False)
     body = css.split("*/", 1)[1].strip()
     assert body and body in page  # inlined verbatim: the page stays self-contained
+
+
+def test_schema_names_each_attack_variant_by_its_class() -> None:
+    """The schema's description of calibration.attack matches the classifiers (it had T/V/S mixed up)."""
+    from auditmi.attacks import ATTACKS
+
+    words = {"ThresholdAttack": "threshold", "VectorAttack": "vector", "SetAttack": "set"}
+    text = R.schema()["properties"]["calibration"]["properties"]["attack"]["description"]
+    for kind, cls in ATTACKS.items():
+        assert f"{kind} ({words[cls.__name__]})" in text, (kind, text)
