@@ -149,7 +149,9 @@ def scan(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random views (results are reproducible from it).")] = 0,
-    fpr: Annotated[float | None, typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.01) instead of the accuracy-optimal threshold.")] = None,
+    fpr: Annotated[float | None, typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.05) instead of the accuracy-optimal threshold. "
+                                                 "The calibration resolves rates down to 1 / its held-out shadow non-members (`auditmi calibrate` "
+                                                 "prints it; the report's calibration.finest_fpr); with EncoderMI-R the reference sets the limit.")] = None,
     fdr: Annotated[float, typer.Option("--fdr", help="False-discovery rate for per-image Benjamini-Hochberg flags (needs --reference).")] = 0.05,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the dataset-level verdict.")] = 0.05,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else is printed on stdout).")] = None,
