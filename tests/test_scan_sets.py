@@ -6,6 +6,7 @@ calibration bundle and its shadow encoder (tests/e2e_support.py).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -239,3 +240,32 @@ def test_the_truth_file_is_not_an_ignored_file(tmp_path: Path) -> None:
     assert counts == {"extension .csv": 1, "extension .txt": 1}
     counts = {i.reason: i.count for i in gather_images([folder], ScanOptions(encoder="-", calibration="-")).ignored}
     assert counts == {"extension .csv": 2, "extension .txt": 1}
+
+
+def test_an_fpr_finer_than_the_reference_resolves_is_said_not_hidden(calibrated: Calibrated, sets: dict[str, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With EncoderMI-R the --fpr threshold is the reference's conformal quantile: 32 reference images
+    cannot resolve 0.02 (it needs 49), so nothing is flagged. The terminal and the HTML say why,
+    instead of a threshold of 1.8e308 and an "expected FPR 0.000"."""
+    from rich.console import Console
+
+    import auditmi.cli.scan as cli_scan
+
+    ref = tmp_path / "ref32"
+    make_noise_images(ref, 32, seed=41, prefix="r")
+    opts = ScanOptions(encoder=str(calibrated.encoder), calibration=calibrated.bundle, reference=[ref], device="cpu", workers=0,
+                       cache_dir=sets["root"] / "cache", fpr=0.02)
+    result = run_scan([sets["ten"]], opts)
+    assert result.score is not None and result.score.calibrated and result.score.threshold is not None
+    note = result.score.threshold["note"]
+    assert "32 reference images cannot resolve a false-positive rate of 0.02: at least 49 are needed" in note
+    console = Console(width=300, record=True, color_system=None)
+    monkeypatch.setattr(cli_scan, "out", console)
+    cli_scan.print_report(result, 0)
+    text = console.export_text()
+    assert f"flagged as members 0 of 10 distinct: {note}" in " ".join(text.split()) and "1.798e+308" not in text
+    page = render_html(scan_report(result), thumbnails=False)
+    assert note in page
+    # The histogram has no threshold line at 1.8e308 (it made every coordinate NaN).
+    svg = page[page.index("<svg"):page.rindex("</svg>")]
+    assert not re.search(r"\bnan\b", svg, re.IGNORECASE)

@@ -82,7 +82,9 @@ def print_report(result: ScanResult, show: int) -> None:
         t.add_row("files left out", "; ".join(f"{i.set}: {i.count} {i.reason}" for i in result.ignored)
                   + " (not read: auditmi reads " + ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)) + ")")
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
-    if su is not None and su.calibrated and su.threshold:
+    if su is not None and su.calibrated and su.threshold and su.threshold.get("note"):  # e.g. --fpr finer than the reference resolves
+        t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct: {su.threshold['note']}")
+    elif su is not None and su.calibrated and su.threshold:
         lo, hi = su.threshold["fpr_interval"]
         t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct ({st.n_flagged / distinct:.1%}) at threshold {shown_thr:.4g} "
                   f"({thr.kind}): expected FPR {fmt(thr.expected_fpr)} (95% interval for this reference {fmt(lo)}-{fmt(hi)}); "
