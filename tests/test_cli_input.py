@@ -422,3 +422,22 @@ def test_evaluate_lists_an_unreadable_subfolder_as_skipped(calibrated: Calibrate
     rep = json.loads((tmp_path / "e.json").read_text())
     assert {"path": str(locked), "reason": "folder not searched: permission denied"} in rep["skipped"]
     assert rep["counts"]["non_members"] == 3
+
+
+@pytest.mark.parametrize("command", ["pretrain", "calibrate"])
+@pytest.mark.parametrize("option", ["--arch", "--optimizer"])
+def test_an_unknown_arch_or_optimizer_is_a_usage_error_before_any_image_is_read(command: str, option: str, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditmi.shadow
+
+    def never(*a: Any, **k: Any) -> None:
+        raise AssertionError("images were read before the options were checked")
+
+    monkeypatch.setattr(auditmi.shadow, "load_training_images", never)
+    data = tmp_path / "d"
+    _pngs(data, 2)
+    args = [data, "--out", tmp_path / "o"] if command == "pretrain" else ["--shadow-data", data, "--out", tmp_path / "o"]
+    p = invoke_in_process(command, *args, option, "nope", "-q")
+    msg = " ".join(p.stderr.split())
+    assert p.returncode == 2 and f"{option} 'nope' is not" in msg and "Traceback" not in p.stderr, p.stderr
+    assert ("resnet18-w16" in msg) if option == "--arch" else ("sgd or adam" in msg)

@@ -61,7 +61,10 @@ def calibrate(
         check_destination(json_out)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
     from auditmi.calibration import check_bundle_destination
-    from auditmi.cli.options import encoder_assumptions
+    from auditmi.cli.options import check_training_options, encoder_assumptions
+
+    if not shadow_encoder:  # with --shadow-encoder nothing is trained
+        check_training_options(arch, optimizer)
     from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
     from auditmi.report import calibrate_summary, write_json
 
