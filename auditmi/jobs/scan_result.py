@@ -99,8 +99,9 @@ class CalibrationUsed:
     default_attack: str
     held_out_metrics: dict[str, Any]
     roc: dict[str, list[float]] | None
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # only those at a target FPR the held-out set resolves
     shadow: dict[str, Any] | None
+    finest_fpr: float | None = None  # the finest --fpr the calibration supports (1 / held-out shadow non-members)
 
 
 @dataclass(frozen=True)
