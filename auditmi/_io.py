@@ -187,6 +187,3 @@ def write_text(path: Dest, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` (encoded as ``encoding``, UTF-8 by default) to ``path`` following the module rules."""
     return write_bytes(path, text.encode(encoding))
 
-
-#: Former name, kept for callers that predate :func:`write_text`.
-atomic_write_text = write_text

@@ -141,6 +141,11 @@ def reference_free_mismatch(encoder: dict[str, Any], shadow: dict[str, Any] | No
             "same source as the suspects, published after the encoder's release (so it cannot have trained on them).")
 
 
+#: How per-image p-values are computed whenever there is a reference (see stats.conformal_pvalues).
+P_VALUES = ("conformal: (#{reference > s} + u * (1 + #{reference = s})) / (1 + n_reference), u in (0, 1) from the seed and "
+            "the image's sha256; exact under the null")
+
+
 @dataclass(frozen=True)
 class ScoreUsed:
     """Which score a scan used, and with EncoderMI-R how the calibration fits (for reports)."""
@@ -151,7 +156,7 @@ class ScoreUsed:
     spec: dict[str, Any] | None = None
     difficulty_r2: dict[str, float] | None = None
     r2_out_of_fold: float | None = None
-    p_values: str = "empirical: (1 + #{reference >= s}) / (1 + n_reference)"
+    p_values: str = P_VALUES
     threshold: dict[str, Any] | None = None
     shadow_training_overlap: list[dict[str, Any]] | None = None
     note: str | None = None
@@ -194,7 +199,6 @@ def encodermi_r_step(suspect_rows: Sequence[Any], reference_rows: Sequence[Any],
     thr = reference_threshold(cs.reference_scores, fpr)
     used = ScoreUsed(name="EncoderMI-R", calibrated=True, shadows=[s.describe() for s in shadows.shadows], spec=shadows.spec.to_dict(),
                      difficulty_r2=cs.r2, r2_out_of_fold=cs.r2_out_of_fold,
-                     p_values="predictive: Student-t fitted to the reference's out-of-fold scores",
                      threshold=thr.to_dict(), shadow_training_overlap=cs.overlap, note=thr.note or None)
     return RStep(kept(suspect_paths, r.suspects, cs.suspect_kept), kept(reference_paths, r.reference, cs.reference_kept),
                  cs.suspect_scores, cs.reference_scores, thr, used)

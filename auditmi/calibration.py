@@ -10,14 +10,16 @@ Protocol (method.md, "The three inference classifiers"): shadow members and non-
 split, stratified and seeded, into a fitting part and a held-out part (``heldout_fraction``).
 Classifiers are fitted on the fitting part. On the held-out part we record the metrics
 (accuracy, precision, recall at the accuracy-maximising threshold; ROC AUC; TPR at 1% and 0.1%
-FPR), the ROC curve, the thresholds at the accuracy optimum and at 1%/0.1% FPR, and the raw
-held-out scores, so a scan can place a threshold at any false-positive rate the user asks for.
+FPR), the ROC curve, the thresholds at the accuracy optimum and at those of 1%/0.1% FPR the
+held-out non-members resolve (``fpr_thresholds`` records which, and the finest rate), and the raw
+held-out scores, so a scan can place a threshold at any false-positive rate down to that finest one.
 The default classifier is the one with the best held-out ROC AUC.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,43 @@ ARRAYS_NAME = "arrays.safetensors"
 FPR_TARGETS = (0.01, 0.001)
 
 
+def fpr_key(fpr: float) -> str:
+    """The name of the stored threshold at target ``fpr`` (``"fpr=0.01"``)."""
+    return f"fpr={fpr:g}"
+
+
+def supports_fpr(fpr: float, heldout_non_members: int) -> bool:
+    """Whether ``heldout_non_members`` held-out non-members resolve a target ``fpr`` (``fpr >= 1/n``)."""
+    return heldout_non_members >= 1 and fpr >= S.fpr_resolution(heldout_non_members) * (1 - 1e-9)
+
+
+def fpr_targets_note(heldout_non_members: int) -> dict[str, Any]:
+    """Which of :data:`FPR_TARGETS` a calibration with ``heldout_non_members`` supports, and why not the others.
+
+    Stored in the bundle as ``fpr_thresholds``: only the supported targets get a threshold.
+    """
+    n = int(heldout_non_members)
+    return {"heldout_non_members": n, "finest_fpr": S.fpr_resolution(n),
+            "written": [f for f in FPR_TARGETS if supports_fpr(f, n)],
+            "not_written": {fpr_key(f): f"finer than 1/{n}: the held-out set has {n} shadow non-members; "
+                                        f"{math.ceil(1 / f - 1e-9)} are needed" for f in FPR_TARGETS if not supports_fpr(f, n)}}
+
+
+def _supported_thresholds(thresholds: Mapping[str, float], heldout_non_members: int) -> dict[str, float]:
+    """``thresholds`` without those at a target FPR the held-out set cannot resolve (bundles written
+    before auditmi recorded only supported thresholds carry them; a scan would refuse them)."""
+    out = {}
+    for k, v in thresholds.items():
+        if k.startswith("fpr="):
+            try:
+                if not supports_fpr(float(k[4:]), heldout_non_members):
+                    continue
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
 @dataclass
 class AttackCalibration:
     """One fitted classifier with its held-out evidence."""
@@ -65,15 +104,29 @@ class AttackCalibration:
         """Decision threshold whose held-out shadow FPR is at most ``fpr``."""
         return S.threshold_at_fpr(self.heldout_scores[self.heldout_labels == 0], fpr)
 
+    @property
+    def heldout_non_members(self) -> int:
+        """Held-out shadow non-members the false-positive rates are measured on."""
+        return int((self.heldout_labels == 0).sum())
+
+    @property
+    def finest_fpr(self) -> float:
+        """Finest target FPR this calibration resolves: ``1 / heldout_non_members``."""
+        return S.fpr_resolution(self.heldout_non_members)
+
+    def supports_fpr(self, fpr: float) -> bool:
+        """Whether a threshold at target ``fpr`` is established by the held-out non-members."""
+        return supports_fpr(fpr, self.heldout_non_members)
+
     def check_fpr(self, fpr: float) -> None:
         """Refuse a target FPR finer than the held-out non-members resolve (1 / their number):
         below it the threshold flags no held-out non-member, and its true rate is not established."""
-        n_null = int((self.heldout_labels == 0).sum())
-        finest = S.fpr_resolution(n_null)
-        if fpr < finest * (1 - 1e-9):
+        if not self.supports_fpr(fpr):
+            n_null, finest = self.heldout_non_members, self.finest_fpr
             raise InputError(f"--fpr {fpr:g} is finer than the calibration can resolve: its held-out set has {n_null} shadow "
-                             f"non-members, so the finest --fpr available is {finest:.3g} (1/{n_null}). Use --fpr {finest:.3g} or "
-                             "more, omit --fpr (accuracy threshold), or re-calibrate with more shadow images.")
+                             f"non-members, so this bundle supports --fpr from {finest:.3g} (1/{n_null}) up to 1. Use --fpr "
+                             f"{finest:.3g} or more, omit --fpr (accuracy threshold), or re-calibrate with more shadow images "
+                             f"(--fpr {fpr:g} needs at least {math.ceil(1 / fpr - 1e-9)} held-out shadow non-members).")
 
     def tpr_fpr_at(self, threshold: float) -> tuple[float, float]:
         """Held-out (TPR, FPR) of the decision ``score >= threshold``."""
@@ -157,12 +210,14 @@ def fit_calibration(
         m = S.binary_metrics(yl, sc, thr_acc).to_dict()
         thresholds = {"accuracy": float(thr_acc)}
         for f in FPR_TARGETS:
-            thresholds[f"fpr={f:g}"] = float(S.threshold_at_fpr(sc[yl == 0], f))
+            if supports_fpr(f, int((yl == 0).sum())):  # a scan refuses the others (AttackCalibration.check_fpr)
+                thresholds[fpr_key(f)] = float(S.threshold_at_fpr(sc[yl == 0], f))
         out[kind] = AttackCalibration(atk, thresholds, m, S.roc_points(yl, sc), sc.astype(np.float64), yl)
     best = max(out, key=lambda k: (out[k].metrics.get("roc_auc") or 0.0, out[k].metrics.get("tpr_at_1pct_fpr") or 0.0))
     m = dict(meta or {})
     m.update({"seed": seed, "heldout_fraction": heldout_fraction, "n_fit": int(len(fit_idx)), "n_heldout": int(len(held_idx)),
-              "n_shadow_members": int(len(member_features)), "n_shadow_non_members": int(len(non_member_features))})
+              "n_shadow_members": int(len(member_features)), "n_shadow_non_members": int(len(non_member_features)),
+              "fpr_thresholds": fpr_targets_note(int((y[held_idx] == 0).sum()))})
     return Calibration(views=views, attacks=out, default_attack=best, meta=m)
 
 
@@ -303,6 +358,7 @@ def load_calibration(path: str | Path) -> Calibration:
                 raise CalibrationError(f"classifier {kind} has no held-out scores in {root / ARRAYS_NAME}.")
             _check_heldout(kind, scores, labels)
             thr = {k: (float(v) if v is not None else float("inf")) for k, v in am["thresholds"].items()}
+            thr = _supported_thresholds(thr, int((labels == 0).sum()))
             attacks[kind] = AttackCalibration(atk, thr, am["heldout_metrics"], am.get("roc") or {"fpr": [], "tpr": []},
                                               scores, labels)
     except CalibrationError:

@@ -17,7 +17,6 @@ import numpy as np
 from auditmi.errors import InputError
 
 FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 def read_idx(path: str | Path) -> np.ndarray:

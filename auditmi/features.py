@@ -7,7 +7,6 @@ training image closer together than views of an unseen image.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 FEATURE_ALGORITHM = "pairwise-cosine-v1"
@@ -35,7 +34,3 @@ def feature_config(n_views: int) -> dict:
     """The feature configuration recorded in bundles and reports."""
     return {"algorithm": FEATURE_ALGORITHM, "n_views": n_views, "n_features": n_features(n_views)}
 
-
-def as_numpy(features: torch.Tensor) -> np.ndarray:
-    """Features as a float32 numpy array on the CPU."""
-    return features.detach().to("cpu", torch.float32).numpy()

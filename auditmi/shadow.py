@@ -47,6 +47,10 @@ from auditmi.views import ViewConfig, pad_batch, render_views, sample_params
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
+#: Optimizers of SimCLR pre-training (``--optimizer``).
+OPTIMIZERS = ("sgd", "adam")
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one contrastive pre-training run (recorded in the checkpoint)."""
@@ -273,7 +277,7 @@ def train_encoder(
     elif cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        raise InputError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adam.")
+        raise InputError(f"unknown optimizer {cfg.optimizer!r}; use {' or '.join(OPTIMIZERS)}.")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     start_epoch, history = _load_state(out, backbone, head, opt, sched, cfg, gen, data_digest)
 

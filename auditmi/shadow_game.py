@@ -90,13 +90,24 @@ def _single_weights(z: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     return w
 
 
+#: Fixed equal-weight sums of standardised residuals: nothing is learned, so they cannot overfit
+#: a small game the way LDA weights can. The pairwise and view-to-whole alignments are two
+#: partly independent readings of the same memorisation.
+SUMS: dict[str, tuple[str, ...]] = {
+    "sum_logit": ("pair_logit_mean", "whole_logit_mean"),
+    "sum_mean": ("pair_mean", "whole_mean"),
+}
+
+
 def _weights(name: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
     if name == "lda":
         return _lda_weights(z, y)
+    if name in SUMS:
+        return np.array([1.0 if s in SUMS[name] else 0.0 for s in SUMMARY_NAMES]) / np.sqrt(len(SUMS[name]))
     return _single_weights(z, y, SUMMARY_NAMES.index(name))
 
 
-COMBINATIONS = ("lda",) + SUMMARY_NAMES
+COMBINATIONS = ("lda", *SUMS, *SUMMARY_NAMES)
 MIN_NON_MEMBERS = 20  # usable public non-members per playing shadow
 
 

@@ -30,14 +30,6 @@ def _escape(ch: str) -> str:
     return f"\\u{o:04x}"
 
 
-def unsurrogate(text: str) -> str:
-    """``text`` with lone surrogates (undecodable bytes of a file name) written as ``\\xNN``, so
-    that it can be encoded (to UTF-8 for HTML, to the terminal's encoding)."""
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        return text
-    return "".join(_escape(c) if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-
-
 def printable(text: str, keep_newlines: bool = False, encoding: str | None = None) -> str:
     """``text`` with every control character, bidirectional override and undecodable byte shown
     as a visible escape (``\\x1b``, ``\\u202e``, ``\\xff``).

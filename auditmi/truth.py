@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,14 @@ from auditmi.errors import InputError
 
 def read_truth(path: Path) -> dict[str, int]:
     """``file,member`` CSV (header optional) -> {file: 0/1}; a file is a name or a path relative
-    to the scanned folder (``/`` or ``\\`` separators)."""
+    to the scanned folder (``/`` or ``\\`` separators). UTF-8, with or without the byte-order mark
+    spreadsheet programs write."""
     try:
-        rows = list(csv.reader(path.read_text().splitlines()))
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except OSError as e:
         raise InputError(f"cannot read --truth {path}: {e}") from e
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"--truth {path} is not a UTF-8 CSV text file ({e}); save it as CSV (UTF-8) with 'file,member' rows.") from e
     truth: dict[str, int] = {}
     for r in rows:
         if len(r) < 2 or r[1].strip() not in {"0", "1"}:
@@ -69,7 +72,3 @@ def compare(decisions: Iterable[tuple[str | Path, bool]], truth: dict[str, int])
         "false_positive_rate": fp / (fp + tn) if fp + tn else None,
     }
 
-
-def truth_summary(report: Mapping[str, Any], truth: dict[str, int]) -> dict[str, Any]:
-    """:func:`compare` for a scan report document (its ``images`` rows)."""
-    return compare(((row["path"], row["decision"] == "member") for row in report["images"]), truth)

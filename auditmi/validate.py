@@ -81,13 +81,6 @@ def rate(value: Any, name: str, *, open_low: bool = False, open_high: bool = Fal
     return v
 
 
-def probability(name: str, value: Any, *, error: ErrorType = InputError) -> float:
-    """A probability in [0, 1]."""
-    if not is_finite_number(value) or not 0 <= value <= 1:
-        raise error(f"{name} must be a probability between 0 and 1 (got {value!r})")
-    return float(value)
-
-
 def finite_scores(values: Any, name: str, *, allow_empty: bool = False, error: ErrorType = InputError) -> np.ndarray:
     """A 1-D array of finite numbers as float64."""
     try:

@@ -14,7 +14,7 @@ On the bundled Fashion-MNIST example (examples/fashion, rebuilt by examples/fash
   * EncoderMI-R (when the example bundle carries shadow encoders): the same null check for the
     calibrated score, with suspects and reference drawn from 1,200 known non-members and the
     difficulty model refitted (reference cross-fitted) on every split; rank test and BH flags
-    (predictive p-values) at 0.05.
+    (the scan's conformal p-values) at 0.05.
 
 Usage:
   python benchmarks/audit_validity.py [--splits 500] [--json benchmarks/results/validity.json]
@@ -80,10 +80,11 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
     cache = work / "cache"
     n = cal.views.n_views
     cpu = torch.device("cpu")
-    t = summaries(cached_signals(paths, load_local(EX / "encoder", cpu), cal.views, 0, cache).raw, n)
+    ts = cached_signals(paths, load_local(EX / "encoder", cpu), cal.views, 0, cache)
+    t = summaries(ts.raw, n)
     sh = np.stack([summaries(cached_signals(paths, shadow_encoder(e, cpu), cal.views, 0, cache).raw, n) for e in ss.shadows], axis=1)
     return {"pool": f"{n_unseen} unseen test images + the {len(paths) - n_unseen} reference images", "shadows": ss.k,
-            "score": ss.spec.to_dict(), **null_splits(t, sh, ss.spec, splits)}
+            "score": ss.spec.to_dict(), **null_splits(t, sh, ss.spec, splits, ts.sha256)}
 
 
 def _reference_free_p(ac, suspect_scores: np.ndarray, thr: float, alpha: float) -> float:

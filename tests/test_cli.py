@@ -97,7 +97,10 @@ def test_calibrate_writes_a_complete_bundle(calibrated: Calibrated) -> None:
             assert key in m, (kind, key)
             assert m[key] is None or 0.0 <= m[key] <= 1.0, (kind, key, m[key])
         assert m["n_members"] + m["n_non_members"] == meta["n_heldout"]
-        assert {"accuracy", "fpr=0.01", "fpr=0.001"} <= set(am["thresholds"])
+        # Only thresholds a scan accepts: this tiny calibration resolves neither 1% nor 0.1% FPR.
+        ft = meta["fpr_thresholds"]
+        assert ft["finest_fpr"] == 1 / ft["heldout_non_members"] > 0.01 and ft["written"] == []
+        assert set(am["thresholds"]) == {"accuracy"} and set(ft["not_written"]) == {"fpr=0.01", "fpr=0.001"}
     # The arrays file is pinned by its hash (tamper evidence).
     assert meta["files"]["arrays.safetensors"] == sha256(b / "arrays.safetensors")
     # The summary printed with --json - is one JSON document and agrees with the bundle.
@@ -143,6 +146,10 @@ def test_calibrate_again_reuses_the_shadow_encoder(calibrated: Calibrated, tmp_p
     again = json.loads(proc.stdout)
     assert again["default_attack"] == calibrated.summary["default_attack"]
     assert again["heldout_metrics"] == calibrated.summary["heldout_metrics"]
+    # The --fpr the bundle supports is said on stderr (also with --json -), and is in the summary.
+    ft = again["fpr_thresholds"]
+    assert (f"scans accept --fpr {ft['finest_fpr']:.3g} or more (1/{ft['heldout_non_members']} held-out shadow non-members); "
+            "thresholds stored for --fpr none; not for 0.01, 0.001") in " ".join(proc.stderr.split())
 
 
 # ----------------------------------------------------------------------------------------- scan
@@ -334,6 +341,8 @@ def test_scan_each_attack_and_fail_on_matches_the_verdict(kind: str, scan: Scan,
         agg = r["aggregate"]
         assert agg["threshold_kind"] == "fpr=0.1"
         assert agg["expected_fpr"] <= 0.1
+        # The report says which --fpr the bundle supports, and lists no threshold a scan would refuse.
+        assert r["calibration"]["finest_fpr"] <= 0.1 and set(r["calibration"]["thresholds"]) == {"accuracy"}
 
 
 def test_attacks_score_the_same_images_differently(verdict_runs: dict) -> None:
@@ -600,7 +609,7 @@ def test_evaluate_table_fits_80_columns() -> None:
 
     metrics = binary_metrics(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]), 0.5)
     result = EvaluateResult(created=None, encoder={}, calibration_path=None, calibration_sha256=None, default_attack="V",  # type: ignore[arg-type]
-                            n_members=12345, n_non_members=67890, skipped=[],
+                            finest_fpr=0.001, n_members=12345, n_non_members=67890, skipped=[],
                             classifiers=[ClassifierEvaluation(k, metrics, [AtCalibratedFpr(0.01, 0.5, 0.123, 0.0101),
                                                                            AtCalibratedFpr(0.001, 0.7, 0.05, 0.001)], {})
                                          for k in "TVS"],
@@ -615,6 +624,16 @@ def test_evaluate_table_fits_80_columns() -> None:
         assert head in text
     row = next(line for line in lines if line.strip().startswith("V "))
     assert row.split() == ["V", "0.500", "0.500", "0.500", "0.750", "0.500", "0.500", "0.123", "0.010"]
+    assert "calibrated for 1% FPR" in " ".join(text.split())
+    # A calibration that resolves neither 1% nor 0.1%: the cal. columns use its finest rate, and say so.
+    coarse = dataclasses.replace(result, finest_fpr=0.025, classifiers=[
+        ClassifierEvaluation(k, metrics, [AtCalibratedFpr(0.025, 0.5, 0.2, 0.03)], {}) for k in "TVS"])
+    console = Console(width=80, record=True, color_system=None)
+    print_evaluation(coarse, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert next(line for line in text.splitlines() if line.strip().startswith("V ")).split()[-2:] == ["0.200", "0.030"]
+    assert "calibrated for 0.025 FPR on the shadow data (the finest this calibration supports: 1/40" in " ".join(text.split())
 
 
 def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan, calibrated: Calibrated, tmp_path: Path) -> None:
@@ -626,13 +645,17 @@ def test_scan_with_reference_uses_encodermi_r_from_the_bundle_shadows(scan: Scan
     ref = tmp_path / "reference"
     make_noise_images(ref, 32, seed=7, prefix="ref")
     html = tmp_path / "r.html"
+    # --fpr 0.05 is finer than the bundle's held-out set resolves, but EncoderMI-R places the threshold
+    # on the reference (33 slots resolve 0.05), so it is accepted.
+    assert json.loads((calibrated.bundle / "calibration.json").read_text())["fpr_thresholds"]["finest_fpr"] > 0.05
     proc = run_cli("scan", scan.suspects, "-e", calibrated.encoder, "-c", calibrated.bundle, "--reference", ref, "--json", "-",
-                   "--html", html, "--device", "cpu", "--quiet", cache_dir=tmp_path / "cache")
+                   "--html", html, "--device", "cpu", "--quiet", "--fpr", "0.05", cache_dir=tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
+    assert r["aggregate"]["threshold_kind"].startswith("reference fpr=0.05")
     sc = r["score"]
     assert sc["name"] == "EncoderMI-R" and sc["calibrated"] and len(sc["shadows"]) == 4
-    assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("predictive")
+    assert sc["spec"]["regression"] in ("diff", "ols_same", "ols_all") and sc["p_values"].startswith("conformal")
     assert sc["r2_out_of_fold"] is not None and set(sc["difficulty_r2"]) == set(sc["spec"]["signals"])
     assert sc["threshold"]["n_reference"] == 32 and r["aggregate"]["threshold_kind"].startswith("reference fpr=")
     assert all(row["member_probability"] is None and 0 < row["p_value"] <= 1 for row in r["images"])

@@ -262,13 +262,17 @@ def test_error_messages_escape_hostile_paths(fake_bundle: Path, tmp_path: Path) 
 # ------------------------------------------------------------------ interruptions and the cache
 
 
-@pytest.mark.parametrize("no_cache", [False, True])
+@pytest.mark.parametrize("command", ["scan", "evaluate"])
+@pytest.mark.parametrize("mode", ["read-write", "read-only", "no-cache"])
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
-def test_stop_messages_tell_the_truth_about_the_cache(how: str, no_cache: bool, tmp_path: Path, fake_bundle: Path,
+def test_stop_messages_tell_the_truth_about_the_cache(how: str, mode: str, command: str, tmp_path: Path, fake_bundle: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
     import os
     import signal
+    import tempfile
 
+    import auditmi.jobs.evaluate
     import auditmi.jobs.scan
 
     def stop(*a: Any, **k: Any) -> None:
@@ -277,19 +281,54 @@ def test_stop_messages_tell_the_truth_about_the_cache(how: str, no_cache: bool, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(auditmi.jobs.scan, "run_scan", stop)
+    monkeypatch.setattr(auditmi.jobs.evaluate, "run_evaluate", stop)
+    cache = tmp_path / "cache"
+    if mode == "read-only":  # every write in the cache fails with EROFS (the tests may run as root)
+        real = tempfile.mkstemp
+
+        def read_only(*a: Any, **k: Any) -> Any:
+            if str(k.get("dir", a[2] if len(a) > 2 else "")).startswith(str(cache)):
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*a, **k)
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
     sus = tmp_path / "s"
     _pngs(sus, 1)
+    images = [sus] if command == "scan" else ["--members", sus, "--non-members", sus]
     before = signal.getsignal(signal.SIGTERM)
-    p = invoke_in_process("scan", sus, "-e", "x", "-c", fake_bundle, "-q", *(["--no-cache"] if no_cache else []))
+    p = invoke_in_process(command, *images, "-e", "x", "-c", fake_bundle, "-q", *(["--no-cache"] if mode == "no-cache" else ["--cache", cache]))
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored
     assert p.returncode == (143 if how == "sigterm" else 130), p.stderr
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    assert ("terminated (SIGTERM)" in lines[0]) == (how == "sigterm")
-    if no_cache:
-        assert "completed work is cached" not in p.stderr and "nothing was cached" in p.stderr
+    text = " ".join(p.stderr.split())
+    last = " ".join(p.stderr.strip().splitlines()[-1].split())
+    assert "Traceback" not in p.stderr, p.stderr
+    # One line (soft-wrapped), after the read-only note in that mode.
+    assert p.stderr.count("\n") == 1 or (mode == "read-only" and p.stderr.startswith("note: the feature cache")), p.stderr
+    assert ("terminated (SIGTERM)" in last) == (how == "sigterm")
+    if mode == "no-cache":
+        assert "completed work is cached" not in text and "nothing was cached (--no-cache)" in last
+    elif mode == "read-only":
+        assert "completed work is cached" not in text and "the feature cache is read-only, so nothing new was cached" in last
     else:
-        assert "completed work is cached" in p.stderr
+        assert "completed work is cached" in last
+
+
+def test_calibrate_stop_message_says_what_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate has no feature cache: only the shadow pre-training (checkpoints in --out) resumes."""
+    import auditmi.jobs.calibrate
+
+    def stop(*a: Any, **k: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auditmi.jobs.calibrate, "run_calibrate", stop)
+    data = tmp_path / "d"
+    _pngs(data, 2)
+    p = invoke_in_process("calibrate", "--shadow-data", data, "--out", tmp_path / "o", "-q")
+    text = " ".join(p.stderr.split())
+    assert p.returncode == 130 and "completed work is cached" not in text
+    assert f"shadow pre-training resumes from its last checkpoint in {tmp_path / 'o'}" in text and "the rest starts over" in text
+    p = invoke_in_process("calibrate", "--shadow-encoder", "x", "--members", data, "--non-members", data, "--out", tmp_path / "o", "-q")
+    assert p.returncode == 130 and "nothing was saved, so re-running starts over" in " ".join(p.stderr.split()), p.stderr
 
 
 def test_sigterm_mid_scan_exits_143_and_keeps_completed_work(calibrated: Calibrated, tmp_path: Path) -> None:
@@ -383,3 +422,22 @@ def test_evaluate_lists_an_unreadable_subfolder_as_skipped(calibrated: Calibrate
     rep = json.loads((tmp_path / "e.json").read_text())
     assert {"path": str(locked), "reason": "folder not searched: permission denied"} in rep["skipped"]
     assert rep["counts"]["non_members"] == 3
+
+
+@pytest.mark.parametrize("command", ["pretrain", "calibrate"])
+@pytest.mark.parametrize("option", ["--arch", "--optimizer"])
+def test_an_unknown_arch_or_optimizer_is_a_usage_error_before_any_image_is_read(command: str, option: str, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import auditmi.shadow
+
+    def never(*a: Any, **k: Any) -> None:
+        raise AssertionError("images were read before the options were checked")
+
+    monkeypatch.setattr(auditmi.shadow, "load_training_images", never)
+    data = tmp_path / "d"
+    _pngs(data, 2)
+    args = [data, "--out", tmp_path / "o"] if command == "pretrain" else ["--shadow-data", data, "--out", tmp_path / "o"]
+    p = invoke_in_process(command, *args, option, "nope", "-q")
+    msg = " ".join(p.stderr.split())
+    assert p.returncode == 2 and f"{option} 'nope' is not" in msg and "Traceback" not in p.stderr, p.stderr
+    assert ("resnet18-w16" in msg) if option == "--arch" else ("sgd or adam" in msg)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from auditmi import difficulty as D
 from auditmi import stats as S
+from auditmi.errors import InputError
 from auditmi.shadow_game import choose_spec, play
 from auditmi.signals import SUMMARY_NAMES
 
@@ -128,12 +132,39 @@ def test_calibrated_scores_mask_shadow_training_images():
     assert 0.5 < out.r2_out_of_fold <= out.r2["pair_mean"] + 0.05
 
 
-def test_predictive_pvalues_resolve_below_one_over_n_and_follow_heavy_tails():
-    rng = np.random.default_rng(4)
-    ref = rng.standard_t(4, size=200)
-    p = S.predictive_pvalues(np.array([0.0, 6.0, 30.0]), ref)
-    assert 0.4 < p[0] < 0.6 and p[2] < 1 / 201 and p[1] > p[2]
-    # heavy-tailed null: a point at the reference's 99th percentile gets p near 0.01, not much smaller
-    q = S.predictive_pvalues(np.array([np.quantile(rng.standard_t(4, size=100000), 0.99)]), ref)[0]
-    assert 0.004 < q < 0.03
-    np.testing.assert_allclose(S.predictive_pvalues(np.array([1.0, 2.0]), np.ones(20)), [1.0, 1 / 21])
+def test_conformal_pvalues_hand_example_ties_and_tie_breakers():
+    ref = [0.1, 0.5, 0.5, 0.9]
+    p = S.conformal_pvalues([1.0, 0.5, 0.0, 0.7], ref, [0.5, 0.5, 0.5, 0.25])
+    # above all: u/5; tied with two: (1 + 0.5 * 3)/5; below all: (4 + 0.5)/5; one above: (1 + 0.25)/5
+    np.testing.assert_allclose(p, [0.1, 0.5, 0.9, 0.25])
+    # u = 1 gives the conservative empirical p-value; the randomised one is never larger
+    np.testing.assert_allclose(S.conformal_pvalues([1.0, 0.5, 0.0], ref, [1 - 1e-15] * 3), S.empirical_pvalues([1.0, 0.5, 0.0], ref))
+    u = S.tie_breakers(["a" * 64, "b" * 64, "a" * 64], seed=3)
+    assert u[0] == u[2] and u[0] != u[1] and np.all((u > 0) & (u < 1))
+    assert not np.array_equal(u, S.tie_breakers(["a" * 64, "b" * 64, "a" * 64], seed=4))
+    v = S.tie_breakers([f"{i:064x}" for i in range(20000)], seed=0)  # uniform: Kolmogorov-Smirnov
+    assert sps.kstest(v, "uniform").pvalue > 0.001
+    with pytest.raises(InputError):
+        S.conformal_pvalues([1.0], ref, [1.0])
+
+
+def test_conformal_pvalues_exact_level_and_bh_level_under_the_null():
+    """Null simulation: p is exactly uniform (not merely valid), and BH over 40 suspects with a shared
+    200-image reference flags something in about alpha of the splits, for light and heavy tails."""
+    rng = np.random.default_rng(12)
+    reps = 4000
+    cont = rng.normal(size=(reps, 21))
+    disc = rng.integers(0, 4, size=(reps, 21)).astype(float)  # massive ties
+    for data in (cont, disc):
+        p = np.array([S.conformal_pvalues(r[:1], r[1:], rng.uniform(size=1))[0] for r in data])
+        for a in (0.01, 0.05, 0.2, 0.5, 0.9):
+            assert abs(np.mean(p <= a) - a) <= 3.5 * math.sqrt(a * (1 - a) / reps)
+    splits, alpha = 2000, 0.05
+    for draw in (rng.normal, lambda size: rng.standard_t(3, size=size)):
+        hits = 0
+        for _ in range(splits):
+            x = draw(size=240)
+            hits += bool(S.benjamini_hochberg(S.conformal_pvalues(x[:40], x[40:], rng.uniform(size=40)), alpha).any())
+        assert abs(hits / splits - alpha) <= 3 * math.sqrt(alpha * (1 - alpha) / splits)
+    # the deterministic empirical p-value never reaches 0.05/40 with 200 reference images
+    assert S.empirical_pvalues([1e9], np.arange(200.0))[0] > alpha / 40

@@ -36,6 +36,7 @@ def test_readme_scan_scores_every_suspect_and_compares_with_truth(example_report
     validate_report(example_report)
     assert example_report["aggregate"]["n_scored"] == 80
     assert example_report["skipped"] == []
+    assert example_report["ignored"] == []  # suspect/truth.csv is the --truth file, not an ignored file
     truth = example_report["truth"]
     assert truth["n_matched"] == 80 and truth["n_members"] == 40 and truth["n_non_members"] == 40
 

@@ -337,6 +337,17 @@ def test_render_html_full_page(sample):
     assert "b" * 64 in page  # calibration bundle hash shown for reproduction
 
 
+def test_render_html_from_a_saved_json_report_is_the_same_page(sample, tmp_path):
+    """The page renders from the JSON document (docs/design.md): a report read back from its file
+    gives the same page as the in-memory one."""
+    import json
+
+    from auditmi.report.jsondoc import to_json
+
+    saved = json.loads(to_json(sample))
+    assert R.render_html(saved, thumbnails=False) == R.render_html(sample, thumbnails=False)
+
+
 def test_render_html_escapes_user_urls_and_markup_everywhere(sample):
     sample["images"][0]["path"] = 'x/"><img src=http://evil.example/a.png>.png'
     sample["command"] = "auditmi scan https://example.com/<b>bold</b>"
@@ -429,3 +440,13 @@ def test_templates_autoescape_and_the_css_is_inlined_from_its_file(sample):
     page = R.render_html(sample, thumbnails=False)
     body = css.split("*/", 1)[1].strip()
     assert body and body in page  # inlined verbatim: the page stays self-contained
+
+
+def test_schema_names_each_attack_variant_by_its_class() -> None:
+    """The schema's description of calibration.attack matches the classifiers (it had T/V/S mixed up)."""
+    from auditmi.attacks import ATTACKS
+
+    words = {"ThresholdAttack": "threshold", "VectorAttack": "vector", "SetAttack": "set"}
+    text = R.schema()["properties"]["calibration"]["properties"]["attack"]["description"]
+    for kind, cls in ATTACKS.items():
+        assert f"{kind} ({words[cls.__name__]})" in text, (kind, text)

@@ -6,6 +6,7 @@ calibration bundle and its shadow encoder (tests/e2e_support.py).
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -166,6 +167,51 @@ def test_members_and_non_members_with_images_in_common_are_refused(command: str,
     assert proc.returncode == 2 and "have the same content as non-member image(s)" in msg, proc.stderr
 
 
+def test_calibrate_counts_each_shadow_image_once_and_says_how_many_copies_it_dropped(calibrated: Calibrated, sets: dict[str, Path],
+                                                                                      tmp_path: Path) -> None:
+    """Ten members with ten copies each and twenty non-members with three more copies each calibrate
+    exactly like the distinct images: copies would otherwise weigh double in the fit and the held-out rates."""
+    import json
+
+    def calibrate(out: Path, members: list[Path], non_members: list[Path]) -> tuple[dict, str]:
+        proc = invoke_in_process("calibrate", "--shadow-encoder", calibrated.encoder, "--out", out, "--views", "4", "--attacks", "T",
+                                 "--members", *members, "--non-members", *non_members, "--device", "cpu", "--quiet", "--json", "-",
+                                 cache_dir=tmp_path / "cache")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), " ".join(proc.stderr.split())
+
+    alone, _ = calibrate(tmp_path / "alone", [sets["ten"]], [sets["ref"]])
+    copied, said = calibrate(tmp_path / "copied", [sets["ten_x10"]], [sets["ref"], sets["ref_x3"]])
+    assert copied["duplicates_dropped"] == {"members": 90, "non_members": 60} and alone["duplicates_dropped"] == {}
+    assert "150 duplicate shadow image(s) (same content as another) counted once: 90 in members, 60 in non-members" in said
+    assert copied["heldout_metrics"] == alone["heldout_metrics"]
+    meta = json.loads((tmp_path / "copied" / "calibration.json").read_text())
+    assert (meta["n_shadow_members"], meta["n_shadow_non_members"]) == (10, 20)
+
+
+def test_evaluate_counts_each_image_once(calibrated: Calibrated, sets: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    reports = {}
+    for name, members in (("alone", [sets["ten"]]), ("copied", [sets["ten_x10"]])):
+        proc = invoke_in_process("evaluate", "-e", calibrated.encoder, "-c", calibrated.bundle, "--members", *members,
+                                 "--non-members", sets["ref"], "--device", "cpu", "--quiet", "--json", tmp_path / f"{name}.json",
+                                 cache_dir=tmp_path / "cache")
+        assert proc.returncode == 0, proc.stderr
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["copied"]["counts"] == {"members": 10, "non_members": 20, "skipped": 0, "duplicates": 90}
+    assert reports["copied"]["metrics"] == reports["alone"]["metrics"]
+
+
+def test_shadow_data_copies_are_split_once_and_counted(sets: dict[str, Path]) -> None:
+    from auditmi.jobs.calibrate import _split_by_hash
+
+    paths = sorted(sets["ten"].glob("*.png")) + sorted(sets["ten_x10"].glob("*.png"))
+    copies: list[Path] = []
+    mem, non, mh, nh = _split_by_hash(paths, 0.5, 0, [], copies)
+    assert len(mem) + len(non) == 10 and not set(mh) & set(nh) and len(copies) == 100
+
+
 # ---- item 4 end to end: four reference images cannot give likely-used
 
 
@@ -178,3 +224,48 @@ def test_four_reference_images_give_inconclusive_and_say_why(calibrated: Calibra
     assert res.verdict.label.value == "inconclusive"
     assert "shift check was not run with" in res.verdict.reason
     assert "4 reference images (at least 20 reference images are needed)" in res.verdict.reason
+
+
+def test_the_truth_file_is_not_an_ignored_file(tmp_path: Path) -> None:
+    """--truth suspect/truth.csv is input; other non-image files are still counted as ignored."""
+    from auditmi.jobs.scan import gather_images
+
+    folder = tmp_path / "suspect"
+    make_noise_images(folder, 2, seed=31)
+    (folder / "truth.csv").write_text("file,member\nimg0000.png,1\n")
+    (folder / "notes.csv").write_text("x\n")
+    (folder / "readme.txt").write_text("x\n")
+    opts = ScanOptions(encoder="-", calibration="-", truth=folder / "truth.csv")
+    counts = {i.reason: i.count for i in gather_images([folder], opts).ignored}
+    assert counts == {"extension .csv": 1, "extension .txt": 1}
+    counts = {i.reason: i.count for i in gather_images([folder], ScanOptions(encoder="-", calibration="-")).ignored}
+    assert counts == {"extension .csv": 2, "extension .txt": 1}
+
+
+def test_an_fpr_finer_than_the_reference_resolves_is_said_not_hidden(calibrated: Calibrated, sets: dict[str, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With EncoderMI-R the --fpr threshold is the reference's conformal quantile: 32 reference images
+    cannot resolve 0.02 (it needs 49), so nothing is flagged. The terminal and the HTML say why,
+    instead of a threshold of 1.8e308 and an "expected FPR 0.000"."""
+    from rich.console import Console
+
+    import auditmi.cli.scan as cli_scan
+
+    ref = tmp_path / "ref32"
+    make_noise_images(ref, 32, seed=41, prefix="r")
+    opts = ScanOptions(encoder=str(calibrated.encoder), calibration=calibrated.bundle, reference=[ref], device="cpu", workers=0,
+                       cache_dir=sets["root"] / "cache", fpr=0.02)
+    result = run_scan([sets["ten"]], opts)
+    assert result.score is not None and result.score.calibrated and result.score.threshold is not None
+    note = result.score.threshold["note"]
+    assert "32 reference images cannot resolve a false-positive rate of 0.02: at least 49 are needed" in note
+    console = Console(width=300, record=True, color_system=None)
+    monkeypatch.setattr(cli_scan, "out", console)
+    cli_scan.print_report(result, 0)
+    text = console.export_text()
+    assert f"flagged as members 0 of 10 distinct: {note}" in " ".join(text.split()) and "1.798e+308" not in text
+    page = render_html(scan_report(result), thumbnails=False)
+    assert note in page
+    # The histogram has no threshold line at 1.8e308 (it made every coordinate NaN).
+    svg = page[page.index("<svg"):page.rindex("</svg>")]
+    assert not re.search(r"\bnan\b", svg, re.IGNORECASE)

@@ -403,14 +403,6 @@ def test_required_sample_size_no_effect_and_unreachable():
         S.required_sample_size(0.7, reference_size=10, ratio=2.0)
 
 
-def test_bootstrap_ci_covers_mean():
-    rng = np.random.default_rng(15)
-    v = rng.normal(2.0, 1.0, 400)
-    lo, hi = S.bootstrap_ci(v, n=1000, seed=0)
-    assert lo < v.mean() < hi and lo < 2.0 < hi and hi - lo < 0.3
-    assert S.bootstrap_ci(v, n=1000, seed=0) == (lo, hi)
-
-
 # ---- issue 14 item 5: upper confidence bound on a calibrated false-positive rate
 
 

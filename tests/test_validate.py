@@ -47,9 +47,6 @@ def test_rates_with_open_and_closed_ends() -> None:
     for bad in (math.nan, True, "x", None):
         with pytest.raises(InputError):
             V.rate(bad, "fpr")
-    assert V.probability("p", 0.2) == 0.2
-    with pytest.raises(InputError, match="probability"):
-        V.probability("p", 1.5)
 
 
 def test_arrays() -> None:

@@ -130,11 +130,6 @@ class Attack(ABC):
         """Number of similarities per image the attack was fitted on (None before fit)."""
         return self._n_features
 
-    @property
-    def is_fitted(self) -> bool:
-        """Whether the attack has been fitted or loaded."""
-        return self._n_features is not None
-
     def hyperparameters(self) -> dict[str, Any]:
         """JSON-able hyper-parameters; ``type(self)(**h)`` rebuilds an unfitted twin."""
         return {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.text import Text
 
 from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
+
+if TYPE_CHECKING:
+    from auditmi.jobs.calibrate import CalibrateResult
 
 
 @app.command()
@@ -58,11 +61,18 @@ def calibrate(
         check_destination(json_out)
     precheck([*(shadow_data or []), *(members or []), *(non_members or [])])
     from auditmi.calibration import check_bundle_destination
-    from auditmi.cli.options import encoder_assumptions
+    from auditmi.cli.options import check_training_options, encoder_assumptions
+
+    if not shadow_encoder:  # with --shadow-encoder nothing is trained
+        check_training_options(arch, optimizer)
     from auditmi.jobs.calibrate import CalibrateOptions, run_calibrate
     from auditmi.report import calibrate_summary, write_json
 
     check_bundle_destination(out_dir)  # before the (long) shadow training
+    if shadow_encoder:
+        from auditmi.cli.encoders import http_preflight
+
+        http_preflight(shadow_encoder, [members or [], non_members or []], views=views)  # HTTP: the query plan, the budget
     for warning in encoder_assumptions(shadow_encoder) if shadow_encoder else []:
         err.print(Text.assemble(("warning: ", "yellow"), warning))
     opts = CalibrateOptions(out=out_dir, shadow_data=list(shadow_data or []), arch=arch, epochs=epochs, batch_size=batch_size,
@@ -72,6 +82,7 @@ def calibrate(
                             attack_options={"V": {"epochs": vector_epochs}, "S": {"epochs": max(1, vector_epochs // 3)}})
     with progress_bar(not quiet) as cb:
         result = run_calibrate(opts, progress=cb, command=command_line())
+    print_notes(result)
     if json_out:
         write_json(calibrate_summary(result), json_out)
         if json_out == "-":
@@ -92,3 +103,17 @@ def calibrate(
         err.print(f"{len(sh['encoders'])} shadow encoders carried for EncoderMI-R; score chosen by {chosen.get('method', '-')}"
                   + (f" ({chosen['combination']})" if chosen.get("combination") else ""))
     err.print(f"calibration bundle written to {result.bundle}")
+
+
+def print_notes(result: CalibrateResult) -> None:
+    """What a user of the bundle must know (on stderr, also with ``--json -``): the --fpr it supports."""
+    if result.n_duplicates:
+        err.print(f"{result.n_duplicates} duplicate shadow image(s) (same content as another) counted once: "
+                  + ", ".join(f"{n} in {k.replace('_', '-')}" for k, n in result.calibration.meta["duplicates_dropped"].items() if n))
+    ft = result.calibration.meta.get("fpr_thresholds") or {}
+    if ft:
+        written = ", ".join(f"{f:g}" for f in ft["written"]) or "none"
+        err.print(f"scans accept --fpr {ft['finest_fpr']:.3g} or more (1/{ft['heldout_non_members']} held-out shadow non-members); "
+                  f"thresholds stored for --fpr {written}"
+                  + (f"; not for {', '.join(k.removeprefix('fpr=') for k in ft['not_written'])} (finer than the held-out set resolves)"
+                     if ft["not_written"] else ""))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,9 +48,11 @@ def encoders(
             out.print(f"open_clip:{model}@{tag}", markup=False)
 
 
-def http_preflight(spec: str, suspects: list, reference: list, calibration: object, views: int | None, batch_size: int | None) -> None:
-    """Before a scan with an HTTP encoder: print the requests and views it will send (stderr),
-    and refuse to start when that is over the config's query budget."""
+def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration: Path | None = None, views: int | None = None,
+                   batch_size: int | None = None) -> None:
+    """Before a job with an HTTP encoder (scan, evaluate, calibrate --shadow-encoder): print the requests
+    and views it will send for ``image_sets`` (stderr), and refuse to start when that is over the
+    config's query budget. ``views`` defaults to the calibration's."""
     import json
 
     from auditmi._paths import calibration_meta_path
@@ -56,6 +61,8 @@ def http_preflight(spec: str, suspects: list, reference: list, calibration: obje
     from auditmi.encoders.http import load_config, over_budget_error, plan
     from auditmi.images import discover
 
+    if not spec.startswith(("http:", "https:")):
+        return  # not an HTTP encoder (parse_spec would also judge other specs; loading does that, with its message)
     backend, name, kind = parse_spec(spec)
     if backend != "http":
         return
@@ -63,13 +70,12 @@ def http_preflight(spec: str, suspects: list, reference: list, calibration: obje
     try:
         n_views = int(views or json.loads(calibration_meta_path(str(calibration)).read_text())["views"]["n_views"])
     except (OSError, ValueError, KeyError, TypeError):
-        return  # the scan reports an unreadable calibration itself; the encoder still enforces the budget
-    counts = [len(discover(p).images) for p in (suspects, reference) if p]
-    plans = [plan(cfg, n, n_views, batch_size) for n in counts]
-    total = plans[0]
-    if len(plans) == 2:
-        total = type(total)(total.n_images + plans[1].n_images, n_views, total.views + plans[1].views,
-                            total.requests + plans[1].requests, cfg.budget_requests, cfg.budget_views)
+        return  # the job reports an unreadable calibration itself; the encoder still enforces the budget
+    plans = [plan(cfg, len(discover(list(paths)).images), n_views, batch_size) for paths in image_sets if paths]
+    if not plans:
+        return
+    total = dataclasses.replace(plans[0], n_images=sum(p.n_images for p in plans), views=sum(p.views for p in plans),
+                                requests=sum(p.requests for p in plans))
     if total.over_budget:
         raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults")
     err.print(total.describe(), markup=False, highlight=False)

@@ -15,24 +15,37 @@ from auditmi.cli.main import app, command_line, handle_errors
 from auditmi.cli.ui import err, fmt, out, progress_bar
 
 if TYPE_CHECKING:
-    from auditmi.jobs.evaluate import EvaluateResult
+    from auditmi.jobs.evaluate import AtCalibratedFpr, ClassifierEvaluation, EvaluateResult
 
 # Short column heads keep the table within 80 columns; the legend under it spells them out.
 _COLUMNS = ("classifier", "acc", "prec", "recall", "AUC", "TPR@1%", "TPR@.1%", "cal.TPR", "cal.FPR")
 _LEGEND = ("acc, prec, recall: accuracy, precision and recall at the shadow calibration's accuracy threshold. "
            "AUC: ROC AUC. TPR@1%, TPR@.1%: true-positive rate at 1% and 0.1% false-positive rate on these images. "
-           "cal.TPR, cal.FPR: the rates on these images at the threshold calibrated for 1% FPR on the shadow data.")
+           "cal.TPR, cal.FPR: the rates on these images at the threshold calibrated for {rate} FPR on the shadow data{why}.")
+
+
+def _legend(result: EvaluateResult) -> str:
+    """The legend, naming the calibrated FPR the cal. columns use (1%, or the finest the calibration supports)."""
+    if result.finest_fpr <= 0.01 * (1 + 1e-9):
+        return _LEGEND.format(rate="1%", why="")
+    return _LEGEND.format(rate=f"{result.finest_fpr:.3g}",
+                          why=f" (the finest this calibration supports: 1/{round(1 / result.finest_fpr)} held-out shadow non-members)")
+
+
+def _calibrated_row(c: ClassifierEvaluation) -> AtCalibratedFpr:
+    """The classifier at the calibrated 1% FPR threshold, else at the finest rate the calibration supports."""
+    return next((a for a in c.at_calibrated_fpr if a.target_fpr == 0.01), c.at_calibrated_fpr[0])
 
 
 def print_evaluation(result: EvaluateResult, console: Console = out) -> None:
     """The metrics table (fits 80 columns; long text wraps at word boundaries)."""
     t = Table(title=f"{result.n_members} members vs {result.n_non_members} non-members (positive class: member)",
-              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1), caption=_LEGEND, caption_justify="left")
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1), caption=_legend(result), caption_justify="left")
     for col in _COLUMNS:
         t.add_column(col, justify="left" if col == "classifier" else "right")
     for c in result.classifiers:
         m = c.metrics
-        cf = next(a for a in c.at_calibrated_fpr if a.target_fpr == 0.01)
+        cf = _calibrated_row(c)
         t.add_row(c.kind, fmt(m.accuracy), fmt(m.precision), fmt(m.recall), fmt(m.roc_auc), fmt(m.tpr_at_1pct_fpr),
                   fmt(m.tpr_at_0_1pct_fpr), fmt(cf.tpr), fmt(cf.achieved_fpr))
     console.print(t)
@@ -66,6 +79,9 @@ def evaluate(
     if json_out is not None:
         check_destination(json_out)
     precheck([*members, *non_members], calibration)
+    from auditmi.cli.encoders import http_preflight
+
+    http_preflight(encoder, [members, non_members], calibration, batch_size=batch_size)  # HTTP: the query plan, the budget
     if not no_cache:
         from auditmi.cache import read_only_note
 
@@ -85,4 +101,6 @@ def evaluate(
         write_json(evaluate_report(result, command=command_line()), json_out)
         if json_out == "-":
             return
+    if result.n_duplicates:
+        err.print(f"{result.n_duplicates} duplicate image(s) (same content as another) counted once")
     print_evaluation(result)

@@ -57,9 +57,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def _stopped_message(what: str, kwargs: dict[str, Any]) -> str:
+def _stopped_message(what: str, command: str, kwargs: dict[str, Any]) -> str:
+    """What survives the stop, true for each command and cache mode (read-write, read-only, --no-cache)."""
+    if command == "pretrain":
+        return f"{what}; re-run the same command to resume from the last checkpoint in {kwargs.get('out_dir')}."
+    if command == "calibrate":  # its feature pass has no cache; the shadow pre-training checkpoints
+        if kwargs.get("shadow_encoder"):
+            return f"{what}; nothing was saved, so re-running starts over."
+        return (f"{what}; shadow pre-training resumes from its last checkpoint in {kwargs.get('out_dir')} when the same command is "
+                "re-run; the rest starts over.")
+    if command not in ("scan", "evaluate"):
+        return f"{what}."
     if kwargs.get("no_cache"):
         return f"{what}; nothing was cached (--no-cache), so re-running starts over."
+    from auditmi.cache import read_only_note
+
+    if read_only_note(kwargs.get("cache_dir")):
+        return (f"{what}; the feature cache is read-only, so nothing new was cached: re-running recomputes every image it "
+                "did not already hold (pass --cache with a writable folder to keep the work).")
     return f"{what}; completed work is cached, re-run the same command to resume."
 
 
@@ -77,13 +92,13 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except Terminated:
-            err.print(_stopped_message("terminated (SIGTERM)", kwargs), soft_wrap=True)
+            err.print(_stopped_message("terminated (SIGTERM)", fn.__name__, kwargs), soft_wrap=True)
             raise typer.Exit(128 + signal.SIGTERM) from None
         except AuditmiError as e:
             err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print(_stopped_message("interrupted", kwargs), soft_wrap=True)
+            err.print(_stopped_message("interrupted", fn.__name__, kwargs), soft_wrap=True)
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise

@@ -111,3 +111,16 @@ def encoder_assumptions(spec: str) -> list[str]:
 
     note = missing_sidecar_note(name)
     return [note] if note else []
+
+
+def check_training_options(arch: str, optimizer: str) -> None:
+    """``--arch`` and ``--optimizer`` of ``pretrain`` and ``calibrate``, checked before any image is
+    read: a typo is a usage error (exit 2), not an unavailable encoder found after minutes of work."""
+    from auditmi.errors import InputError
+    from auditmi.models import ARCH_PRESETS
+    from auditmi.shadow import OPTIMIZERS
+
+    if arch not in ARCH_PRESETS:
+        raise InputError(f"--arch {arch!r} is not a known architecture; choose one of: {', '.join(ARCH_PRESETS)}.")
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"--optimizer {optimizer!r} is not known; use {' or '.join(OPTIMIZERS)}.")

@@ -35,6 +35,9 @@ def pretrain(
     check_positive("--image-size", image_size)
     check_device(device)
     precheck(data)
+    from auditmi.cli.options import check_training_options
+
+    check_training_options(arch, optimizer)
     from auditmi.encoders import resolve_device
     from auditmi.jobs.common import discover_images
     from auditmi.shadow import TrainConfig, load_training_images, train_encoder

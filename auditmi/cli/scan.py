@@ -19,7 +19,7 @@ from auditmi.cli.ui import err, fmt, out, progress_bar
 from auditmi.discovery import SUPPORTED_EXTENSIONS
 from auditmi.errors import EXIT_VERDICT, InputError
 from auditmi.terminal import printable
-from auditmi.truth import compare, read_truth, truth_summary  # noqa: F401  (truth_summary: kept importable from here)
+from auditmi.truth import compare, read_truth
 from auditmi.verdict import Label
 
 if TYPE_CHECKING:
@@ -82,7 +82,9 @@ def print_report(result: ScanResult, show: int) -> None:
         t.add_row("files left out", "; ".join(f"{i.set}: {i.count} {i.reason}" for i in result.ignored)
                   + " (not read: auditmi reads " + ", ".join(sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)) + ")")
     shown_thr = thr.value if math.isfinite(thr.value) else sys.float_info.max
-    if su is not None and su.calibrated and su.threshold:
+    if su is not None and su.calibrated and su.threshold and su.threshold.get("note"):  # e.g. --fpr finer than the reference resolves
+        t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct: {su.threshold['note']}")
+    elif su is not None and su.calibrated and su.threshold:
         lo, hi = su.threshold["fpr_interval"]
         t.add_row("flagged as members", f"{st.n_flagged} of {distinct} distinct ({st.n_flagged / distinct:.1%}) at threshold {shown_thr:.4g} "
                   f"({thr.kind}): expected FPR {fmt(thr.expected_fpr)} (95% interval for this reference {fmt(lo)}-{fmt(hi)}); "
@@ -149,7 +151,9 @@ def scan(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Views per encoder pass (default: chosen for the device).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random views (results are reproducible from it).")] = 0,
-    fpr: Annotated[float | None, typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.01) instead of the accuracy-optimal threshold.")] = None,
+    fpr: Annotated[float | None, typer.Option("--fpr", help="Flag images at this calibrated false-positive rate (e.g. 0.05) instead of the accuracy-optimal threshold. "
+                                                 "The calibration resolves rates down to 1 / its held-out shadow non-members (`auditmi calibrate` "
+                                                 "prints it; the report's calibration.finest_fpr); with EncoderMI-R the reference sets the limit.")] = None,
     fdr: Annotated[float, typer.Option("--fdr", help="False-discovery rate for per-image Benjamini-Hochberg flags (needs --reference).")] = 0.05,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level of the dataset-level verdict.")] = 0.05,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the JSON report to FILE, or '-' for stdout (then nothing else is printed on stdout).")] = None,
@@ -191,10 +195,9 @@ def scan(
         check_destination(dest)  # before any work: a typo must not cost a whole scan
     precheck([*images, *(reference or [])])
     precheck(calibration=calibration)
-    if encoder.startswith(("http:", "https:")):  # print the query plan; refuse a scan over the budget
-        from auditmi.cli.encoders import http_preflight
+    from auditmi.cli.encoders import http_preflight
 
-        http_preflight(encoder, list(images), list(reference or []), calibration, views, batch_size)
+    http_preflight(encoder, [images, reference or []], calibration, views, batch_size)  # HTTP: the query plan, the budget
     tr = read_truth(truth) if truth else None
     if not no_cache:
         from auditmi.cache import read_only_note
@@ -214,7 +217,7 @@ def scan(
 
     opts = job.ScanOptions(encoder=encoder, calibration=calibration, attack=attack, views=views, batch_size=batch_size, device=device,
                            seed=seed, fpr=fpr, fdr=fdr, alpha=alpha, reference=list(reference or []), cache_dir=cache_dir,
-                           use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet)
+                           use_cache=not no_cache, workers=workers, engine=engine, parquet=parquet, truth=truth)
     with progress_bar(not quiet) as cb:
         result = job.run_scan(images, opts, progress=cb)
     if tr is not None:

@@ -35,7 +35,6 @@ from auditmi.encoders.base import Encoder
 from auditmi.encoders.torchscript import _sidecar, sidecar_encoder
 from auditmi.errors import EncoderUnavailableError
 
-SUFFIXES = (".pt2",)
 _NATIVE = (".so", ".dll", ".dylib", ".pyd")
 
 

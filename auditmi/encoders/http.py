@@ -124,7 +124,6 @@ class HttpEmbedder:
         self._next_slot = 0.0
         self.requests_sent = 0
         self.views_sent = 0
-        self.retried = 0
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value replaced by ``***``."""
@@ -193,13 +192,9 @@ class HttpEmbedder:
     def _send(self, pngs: list[str]) -> list[list[float]]:
         import tenacity
 
-        def before_sleep(_: Any) -> None:
-            with self._lock:
-                self.retried += 1
-
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Retryable), stop=tenacity.stop_after_attempt(self.cfg.retries + 1),
-            wait=self._wait, reraise=True, before_sleep=before_sleep,
+            wait=self._wait, reraise=True,
         )
         try:
             return retrying(self._post, request_body(self.cfg, pngs), len(pngs))

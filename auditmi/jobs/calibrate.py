@@ -17,7 +17,7 @@ from auditmi.encoders.local import load_local
 from auditmi.errors import InputError
 from auditmi.images import ImageLoadError, read_and_hash
 from auditmi.jobs.common import Progress, discover_set, environment, features
-from auditmi.jobs.sets import refuse_overlap
+from auditmi.jobs.sets import distinct, refuse_overlap
 from auditmi.shadow import TrainConfig, load_training_images, train_encoder
 from auditmi.shadow_set import build_shadow_set, load_public
 from auditmi.views import ViewConfig
@@ -65,6 +65,11 @@ class CalibrateResult:
         return int(self.calibration.meta["n_fit"])
 
     @property
+    def n_duplicates(self) -> int:
+        """Copies of a shadow image (same sha256) dropped so that each image counts once."""
+        return int(sum((self.calibration.meta.get("duplicates_dropped") or {}).values()))
+
+    @property
     def n_heldout(self) -> int:
         """Held-out shadow images the metrics were measured on."""
         return int(self.calibration.meta["n_heldout"])
@@ -75,9 +80,10 @@ class CalibrateResult:
 
 
 def _split_by_hash(paths: list[Path], fraction: float, seed: int, unreadable: list[Skipped] | None = None,
-                   ) -> tuple[list[Path], list[Path], list[str], list[str]]:
+                   duplicates: list[Path] | None = None) -> tuple[list[Path], list[Path], list[str], list[str]]:
     """Seeded member/non-member split that depends only on file contents (not names or order);
-    files that cannot be read (or are not images) go to ``unreadable`` with the reason."""
+    files that cannot be read (or are not images) go to ``unreadable`` with the reason, copies of
+    an image already seen (same sha256) to ``duplicates``: each image counts once."""
     if not 0 < fraction < 1:
         raise InputError(f"--member-fraction must be between 0 and 1 (got {fraction}).")
     hashed = []
@@ -92,6 +98,8 @@ def _split_by_hash(paths: list[Path], fraction: float, seed: int, unreadable: li
         if h not in seen:  # a duplicate must not land on both sides
             seen.add(h)
             hashed.append((h, p))
+        elif duplicates is not None:
+            duplicates.append(p)
     hashed.sort()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(hashed))
@@ -110,6 +118,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     extra_files: dict[str, Any] = {}
     V.int_in("--shadows", opts.shadows, 0, 64, error=InputError)
     unreadable: list[Skipped] = []  # folders not searched, files refused before the split (not images, empty, too large)
+    dropped: dict[str, int] = {}  # copies of an image (same sha256) left out, by set: each image counts once
     if opts.shadow_encoder:
         if not opts.members or not opts.non_members:
             raise InputError("--shadow-encoder needs --members DIR and --non-members DIR (images you know it was / was not trained on).")
@@ -124,7 +133,9 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
             raise InputError("give --shadow-data DIR (public images to pre-train a shadow encoder on) or --shadow-encoder SPEC with --members/--non-members.")
         sd = discover_set(opts.shadow_data, "shadow-data")
         allp, unreadable = sd.images, list(sd.unreadable)
-        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed, unreadable)
+        copies: list[Path] = []
+        mem_paths, non_paths, mem_h, non_h = _split_by_hash(allp, opts.member_fraction, opts.seed, unreadable, copies)
+        dropped["shadow_data"] = len(copies)
         if len(mem_paths) < 8 or len(non_paths) < 8:
             raise InputError(f"calibration needs at least 16 distinct shadow images (found {len(mem_paths) + len(non_paths)}).")
         tensors, shas, skipped = load_training_images(mem_paths, opts.image_size, cfg)
@@ -153,6 +164,11 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     nf = features(non_paths, enc, cfg, opts.seed, opts.feature_batch_size, None, opts.workers, progress, "non-members",
                   opts.engine, opts.device)
     refuse_overlap(mf, nf, "member", "non-member")  # the same image under two names
+    # Copies of an image count once, as in scan: twice would weigh it double in the fit and the held-out rates.
+    dm, dn = distinct(mf), distinct(nf)
+    if mf.n - dm.n or nf.n - dn.n:
+        dropped.update(members=mf.n - dm.n, non_members=nf.n - dn.n)
+    mf, nf = dm, dn
     if shadow_meta.get("trained_by_auditmi"):
         # Record only images that were actually used: the split hashes raw bytes, so an unreadable
         # file (listed under "skipped") would otherwise appear as a shadow member or non-member.
@@ -161,6 +177,7 @@ def run_calibrate(opts: CalibrateOptions, progress: Progress | None = None, comm
     cal = fit_calibration(mf.features, nf.features, cfg, kinds=opts.attacks, seed=opts.seed, heldout_fraction=opts.heldout_fraction,
                           attack_options=opts.attack_options,
                           meta={"shadow": shadow_meta, **extra_meta, "command": command, "environment": environment(),
+                                "duplicates_dropped": dropped,
                                 "skipped": [{"path": str(s.path), "reason": s.reason} for s in unreadable + mf.skipped + nf.skipped]})
     save_calibration(cal, out, extra_files=extra_files)
     return CalibrateResult(out, cal)

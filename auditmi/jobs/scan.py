@@ -9,7 +9,7 @@ without touching the others:
   images count once in every test (:mod:`auditmi.jobs.sets`).
 * With a reference set of known non-members, the dataset-level test is a one-sided
   Mann-Whitney rank test "suspects score higher than the reference" (valid for small sets), and
-  per-image empirical p-values against the reference are flagged with Benjamini-Hochberg.
+  per-image conformal p-values against the reference are flagged with Benjamini-Hochberg.
   Before any "likely-used", an encoder-free shift check asks whether suspects and reference
   differ in ways that are not membership; if they do, the verdict is "inconclusive".
 * Without a reference, a binomial test compares the flagged count with the calibrated
@@ -80,6 +80,7 @@ class ScanOptions:
     amp: bool = True
     engine: str = "local"  # local or ray (auditmi.engines)
     parquet: str | Path | None = None  # also write one row per scored image to this Parquet file
+    truth: str | Path | None = None  # the --truth file (read by the CLI): not counted as an ignored file
 
 
 # ------------------------------------------------------------------------------------- results
@@ -136,6 +137,9 @@ def gather_images(images: Sequence[str | Path], opts: ScanOptions) -> ScanInputs
     unreadable, ignored = [], []
     for what, d in (("suspect", sd), ("reference", rd)):
         if d is not None:
+            if opts.truth is not None:  # the truth file kept next to the images is input, not an ignored file
+                truth = set(overlapping_files(d.ignored, [Path(opts.truth)]))
+                d = replace(d, ignored=[p for p in d.ignored if p not in truth])
             unreadable += [SkippedFile(s.path, s.reason, what, folder=True) for s in d.unreadable]
             ignored += [IgnoredFiles(what, k, n) for k, n in d.ignored_counts().items()]
     suspects, refs = sd.images, (rd.images if rd else [])
@@ -155,7 +159,10 @@ def load_setup(opts: ScanOptions) -> ScanSetup:
     cfg = cal.views if opts.views is None else ViewConfig(n_views=opts.views)
     cal.check_views(cfg)
     ac = cal.get(opts.attack)
-    if opts.fpr is not None:  # before any work
+    if opts.fpr is not None and not (opts.reference and cal.meta.get("shadows")):  # before any work
+        # With a reference and shadows, EncoderMI-R places the --fpr threshold on the reference
+        # (its conformal quantile), not on the calibration's held-out set; if the reference turns
+        # out too small for it, score() refuses such an --fpr.
         ac.check_fpr(opts.fpr)
     kind = (opts.attack or cal.default_attack).upper()
     enc = load_encoder(opts.encoder, opts.device, amp=opts.amp)
@@ -217,8 +224,8 @@ def statistics(sc: Scores, fs: FeatureSet, rs: FeatureSet | None, setup: ScanSet
     if rs is not None:
         assert sc.reference is not None
         rank = S.rank_test(sc.scores, sc.reference)
-        calibrated = sc.used is not None and sc.used.calibrated
-        pvals = S.predictive_pvalues(sc.scores, sc.reference) if calibrated else S.empirical_pvalues(sc.scores, sc.reference)
+        # Exact conformal p-values (the tie-breaker comes from the seed and the image's content).
+        pvals = S.conformal_pvalues(sc.scores, sc.reference, S.tie_breakers([r.sha256 for r in fs.rows], opts.seed))
         bh = S.benjamini_hochberg(pvals, opts.fdr)
         shift = shift_check(fs.stats, rs.stats, seed=opts.seed)
         power = S.required_sample_size(rank.auc, alpha=opts.alpha, reference_size=rs.n)
@@ -278,7 +285,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     cal, ac = setup.calibration, setup.attack
     calibration = CalibrationUsed(path=cal.path, bundle_sha256=cal.sha256, attack=setup.kind, attack_name=ac.attack.name,
                                   default_attack=cal.default_attack, held_out_metrics=ac.metrics, roc=ac.roc,
-                                  thresholds=dict(ac.thresholds), shadow=cal.meta.get("shadow"))
+                                  thresholds=dict(ac.thresholds), shadow=cal.meta.get("shadow"), finest_fpr=ac.finest_fpr)
     config = ScanConfig(views=setup.views, features=feature_config(setup.views.n_views), seed=opts.seed, batch_size=int(fs.timing.get("batch_size", 0)), device=str(setup.encoder.device),
                         fpr=opts.fpr, fdr=opts.fdr, alpha=opts.alpha, cache=setup.cache.dir if setup.cache else None,
                         engine=opts.engine)

@@ -28,7 +28,7 @@ class ScoredImage:
     score: float
     member_probability: float | None  # None with EncoderMI-R (a p-value, not a calibrated probability)
     member: bool  # flagged at the decision threshold
-    p_value: float | None  # empirical p-value against the reference (None without one)
+    p_value: float | None  # conformal p-value against the reference (None without one)
     bh_flag: bool | None  # Benjamini-Hochberg flag at the FDR (None without a reference)
 
 
@@ -99,8 +99,9 @@ class CalibrationUsed:
     default_attack: str
     held_out_metrics: dict[str, Any]
     roc: dict[str, list[float]] | None
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # only those at a target FPR the held-out set resolves
     shadow: dict[str, Any] | None
+    finest_fpr: float | None = None  # the finest --fpr the calibration supports (1 / held-out shadow non-members)
 
 
 @dataclass(frozen=True)

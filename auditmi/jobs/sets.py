@@ -18,7 +18,7 @@ import numpy as np
 from auditmi.errors import InputError
 from auditmi.pipeline import FeatureSet
 
-__all__ = ["Overlap", "Separated", "duplicate_groups", "overlapping_files", "refuse_overlap", "separate"]
+__all__ = ["Overlap", "Separated", "distinct", "duplicate_groups", "overlapping_files", "refuse_overlap", "separate"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,11 @@ def _distinct(fs: FeatureSet) -> tuple[FeatureSet, np.ndarray]:
     for i in range(len(fs.rows) - 1, -1, -1):
         keep[inverse[i]] = i
     return _subset(fs, keep), inverse
+
+
+def distinct(fs: FeatureSet) -> FeatureSet:
+    """One row per distinct image (sha256) of ``fs``: copies count once (the first path of each is kept)."""
+    return _distinct(fs)[0]
 
 
 def separate(fs: FeatureSet, rs: FeatureSet | None, same_file: Sequence[Path] = ()) -> Separated:

@@ -88,6 +88,7 @@ def scan_report(result: ScanResult, command: str = "", max_images: int | None = 
         "calibration": {"path": str(cal.path), "bundle_sha256": cal.bundle_sha256, "attack": cal.attack, "attack_name": cal.attack_name,
                         "default_attack": cal.default_attack, "held_out_metrics": cal.held_out_metrics, "roc": cal.roc,
                         "thresholds": {k: (t if np.isfinite(t) else None) for k, t in cal.thresholds.items()},
+                        "finest_fpr": cal.finest_fpr,
                         "shadow": cal.shadow},
         "config": {"views": cfg.views.to_dict(), "features": cfg.features, "seed": cfg.seed, "batch_size": cfg.batch_size,
                    "device": cfg.device, "fpr": cfg.fpr, "fdr": cfg.fdr, "alpha": cfg.alpha,
@@ -137,8 +138,9 @@ def evaluate_report(result: EvaluateResult, command: str = "") -> dict[str, Any]
         "created": _iso(result.created), "command": command,
         "encoder": result.encoder,
         "calibration": {"path": str(result.calibration_path), "bundle_sha256": result.calibration_sha256,
-                        "default_attack": result.default_attack},
-        "counts": {"members": result.n_members, "non_members": result.n_non_members, "skipped": len(result.skipped)},
+                        "default_attack": result.default_attack, "finest_fpr": result.finest_fpr},
+        "counts": {"members": result.n_members, "non_members": result.n_non_members, "skipped": len(result.skipped),
+                   "duplicates": result.n_duplicates},
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in result.skipped],
         "metrics": metrics, "config": {"views": result.views.to_dict(), "seed": result.seed}, "environment": result.environment,
     }
@@ -149,4 +151,6 @@ def calibrate_summary(result: CalibrateResult) -> dict[str, Any]:
     cal = result.calibration
     return {"bundle": str(result.bundle), "default_attack": cal.default_attack,
             "heldout_metrics": {k: a.metrics for k, a in cal.attacks.items()},
-            "thresholds": {k: a.thresholds for k, a in cal.attacks.items()}}
+            "thresholds": {k: a.thresholds for k, a in cal.attacks.items()},
+            "fpr_thresholds": cal.meta.get("fpr_thresholds"),
+            "duplicates_dropped": cal.meta.get("duplicates_dropped") or {}}

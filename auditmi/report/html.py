@@ -92,6 +92,8 @@ def render_html(report: Mapping[str, Any], top_k: int = 20, thumbnails: bool = T
     ref = get(report, "reference")
     reference = finite_list(ref.get("scores")) if isinstance(ref, Mapping) else []
     threshold = finite(get(report, "aggregate", "decision_threshold"))
+    if threshold is not None and threshold >= np.finfo(np.float64).max:
+        threshold = None  # the report's stand-in for "flags nothing" (an infinite threshold): no line to draw
     rows, n_images = image_rows(images, int(top_k), thumbnails)
     skipped = [s for s in (get(report, "skipped") or []) if isinstance(s, Mapping)]
     groups = [g for g in (get(report, "duplicates") or []) if isinstance(g, Sequence) and not isinstance(g, str)]
@@ -105,7 +107,7 @@ def render_html(report: Mapping[str, Any], top_k: int = 20, thumbnails: bool = T
                     "ran_test": test not in (None, "none"), "test_name": TEST_NAMES.get(str(test), test), "p": pval(p),
                     "alpha": num(alpha),
                     "significant": _significant(p, alpha)},
-        "cards": key_number_cards(get(report, "aggregate") or {}),
+        "cards": key_number_cards(get(report, "aggregate") or {}, get(report, "score", "threshold", "note") or None),
         "histogram": charts.histogram(suspect, reference or None, threshold, num(threshold)) if suspect else None,
         "has_reference": bool(reference),
         "roc": roc_chart(report),

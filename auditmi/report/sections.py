@@ -27,14 +27,15 @@ def _join(*parts: str) -> str:
     return "; ".join(s for s in parts if s)
 
 
-def key_number_cards(agg: Mapping[str, Any]) -> list[Card]:
-    """The key-number cards of the aggregate statistics, in display order."""
+def key_number_cards(agg: Mapping[str, Any], threshold_note: str | None = None) -> list[Card]:
+    """The key-number cards of the aggregate statistics, in display order (``threshold_note``: why
+    the decision threshold flags nothing, e.g. a reference too small for the --fpr asked for)."""
     cards = [
         Card("Images scored", count(agg.get("n_scored")),
              f"of {count(agg.get('n_images'))} found; {count(agg.get('n_skipped'))} skipped, {count(agg.get('n_duplicates'))} duplicate(s)"
              + (f"; {count(agg.get('n_distinct'))} distinct image(s) tested" if agg.get("n_distinct") is not None else "")),
         Card("Flagged as members", f"{count(agg.get('n_flagged'))} ({pct(agg.get('fraction_flagged'))})",
-             f"score \u2265 {num(agg.get('decision_threshold'))} (threshold: {agg.get('threshold_kind') or DASH})"),
+             threshold_note or f"score \u2265 {num(agg.get('decision_threshold'))} (threshold: {agg.get('threshold_kind') or DASH})"),
         Card("Expected false-positive rate", pct(agg.get("expected_fpr"), 2),
              "share of non-member images flagged at this threshold (from calibration)"),
     ]

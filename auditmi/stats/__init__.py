@@ -17,7 +17,7 @@ scores against known non-members into one p-value (dataset inference; see docs/m
 
 The package is split by concern: :mod:`~auditmi.stats.metrics` (per-image metrics and
 thresholds), :mod:`~auditmi.stats.hypothesis` (p-values, multiple testing, dataset-level tests)
-and :mod:`~auditmi.stats.estimates` (used fraction, power, bootstrap). Every public name is
+and :mod:`~auditmi.stats.estimates` (used fraction, power). Every public name is
 re-exported here, so ``from auditmi import stats as S; S.rank_test(...)`` works.
 """
 
@@ -29,7 +29,6 @@ from auditmi.stats.estimates import (
     FractionEstimate,
     PowerEstimate,
     binomial_sample_size,
-    bootstrap_ci,
     required_sample_size,
     used_fraction,
 )
@@ -41,11 +40,12 @@ from auditmi.stats.hypothesis import (
     benjamini_hochberg,
     binomial_test,
     calibrated_binomial_test,
+    conformal_pvalues,
     empirical_pvalues,
     fpr_upper_bound,
     permutation_test,
-    predictive_pvalues,
     rank_test,
+    tie_breakers,
 )
 from auditmi.stats.metrics import (
     BinaryMetrics,
@@ -74,7 +74,8 @@ __all__ = [
     "threshold_at_fpr",
     "fpr_resolution",
     "empirical_pvalues",
-    "predictive_pvalues",
+    "conformal_pvalues",
+    "tie_breakers",
     "reference_threshold",
     "ReferenceThreshold",
     "binomial_sample_size",
@@ -87,7 +88,6 @@ __all__ = [
     "used_fraction",
     "required_sample_size",
     "binomial_sample_size",
-    "bootstrap_ci",
     "jsonable",
     "_jsonable",
     "_delong_variance",

@@ -1,20 +1,17 @@
-"""Estimates: the used fraction of a collection, power / required sample size, bootstrap intervals."""
+"""Estimates: the used fraction of a collection, power / required sample size."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from scipy import stats as _sps
 
 from auditmi.errors import InputError
 from auditmi.stats._common import (
     _check_rate,
     _counts,
-    _scores,
     _ToDict,
 )
 
@@ -223,39 +220,6 @@ def required_sample_size(
         note=f"Noether (1987) approximation, n_reference / n_suspects = {r:g}",
         **base,
     )
-
-
-def bootstrap_ci(
-    values: Any,
-    stat: Callable[[np.ndarray], float] = np.mean,
-    n: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Seeded percentile-bootstrap confidence interval of ``stat(values)``.
-
-    Args:
-        values: 1-D sample.
-        stat: Statistic applied to each resample (a 1-D array); default the mean.
-        n: Number of bootstrap resamples.
-        seed: Seed of the numpy Generator.
-        confidence: Two-sided confidence level in (0, 1).
-
-    Returns:
-        ``(low, high)`` percentile interval.
-
-    Raises:
-        InputError: On empty or non-finite values or invalid ``n``/``confidence``.
-    """
-    v = _scores(values, "values")
-    conf = _check_rate(confidence, "confidence", open_low=True, open_high=True)
-    if int(n) < 1:
-        raise InputError(f"n (bootstrap resamples) must be >= 1, got {n}.")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(int(n), v.size))
-    boot = np.array([float(stat(v[row])) for row in idx])
-    lo, hi = np.quantile(boot, [(1 - conf) / 2, 1 - (1 - conf) / 2])
-    return float(lo), float(hi)
 
 
 def binomial_sample_size(flag_rate: float, fpr: float, alpha: float, power: float = 0.8) -> int | None:

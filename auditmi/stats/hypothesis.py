@@ -3,7 +3,9 @@ permutation and binomial tests (dataset inference; see docs/method.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,33 +303,55 @@ def binomial_test(n_flagged: int, n_total: int, fpr: float) -> BinomialTest:
     )
 
 
-def predictive_pvalues(scores: Any, reference_scores: Any) -> np.ndarray:
-    """Per-image p-values from a Student-t distribution fitted to the reference scores.
+def tie_breakers(keys: Sequence[str], seed: int) -> np.ndarray:
+    """One Uniform(0, 1) number per image, from ``(seed, key)`` (the image's sha256).
 
-    ``p = P(T >= s)`` for ``T`` a location-scale Student-t fitted by maximum likelihood to the
-    reference (non-member) scores, with at most :data:`MAX_DF` degrees of freedom so heavy tails
-    are never underestimated (Gaussian and freely fitted t were anti-conservative on real null
-    splits, see benchmarks/RESULTS.md). Unlike the
-    empirical p-value ``(1 + #{ref >= s})/(n+1)`` it can go below ``1/(n+1)``, so
-    Benjamini-Hochberg over 40 suspects can flag an image with a 200-image reference (empirically it
-    never can: ``p >= 1/201 > 0.05/40``). Its level is checked on real null splits by
-    benchmarks/calibrated.py and benchmarks/audit_validity.py.
+    Reproducible (same image, same seed: same number, on any machine) and independent of the
+    image's score for every practical purpose (a cryptographic hash of the content). Used by
+    :func:`conformal_pvalues` to place a suspect inside the gap between two reference scores.
     """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    r = np.asarray(reference_scores, dtype=np.float64).ravel()
-    if r.size < 10 or not np.all(np.isfinite(r)) or not np.all(np.isfinite(s)):
-        raise InputError("predictive p-values need at least 10 finite reference scores and finite scores.")
-    if float(np.std(r)) == 0.0:
-        return (1.0 + (r[None, :] >= s[:, None]).sum(1)) / (1.0 + r.size)  # no spread to fit: empirical
-    df = min(float(_sps.t.fit(r)[0]), MAX_DF)
-    df, loc, scale = _sps.t.fit(r, fix_df=max(df, 1.0))
-    return np.asarray(_sps.t.sf((s - loc) / scale, df), dtype=np.float64)
+    out = np.empty(len(keys))
+    for i, k in enumerate(keys):
+        h = hashlib.sha256(f"auditmi-tie-break:{int(seed)}:{k}".encode()).digest()
+        out[i] = (int.from_bytes(h[:7], "big") + 0.5) / 2.0**56
+    return out
 
 
-#: Largest degrees of freedom of the fitted Student-t. With the fitted value alone, BH flagged an
-#: image in 9.8% of 500 null splits with different-architecture shadows (3.6% with same-recipe
-#: ones); capped at 5 it flagged in none of them (benchmarks/RESULTS.md): valid, and conservative.
-MAX_DF = 5.0
+def conformal_pvalues(scores: Any, reference_scores: Any, tie_break: Any) -> np.ndarray:
+    """Exact per-image p-values against known non-members (randomised conformal p-values).
+
+    ``p = (#{ref > s} + u * (1 + #{ref == s})) / (1 + n_ref)`` with ``u`` the image's
+    tie-breaker in (0, 1) (:func:`tie_breakers`). If a suspect's score is exchangeable with the
+    reference scores (the null: it is a non-member like them), ``p`` is exactly Uniform(0, 1),
+    so a test at level ``a`` rejects with probability exactly ``a``; and Benjamini-Hochberg over
+    such p-values controls the false-discovery rate (conformal p-values are positively dependent
+    through the shared reference: Bates, Candes, Lei, Romano and Sesia, Annals of Statistics
+    2023). :func:`empirical_pvalues` is the same with ``u = 1``: valid but conservative, and never
+    below ``1 / (1 + n_ref)``, so with 200 reference images Benjamini-Hochberg at 0.05 over 40
+    suspects could never flag a lone image.
+
+    The tie-breaker only decides where, inside the gap between two neighbouring reference
+    scores, a suspect's p-value falls: p-values are ordered like the scores up to ``1 / (1 + n_ref)``.
+
+    Args:
+        scores: Suspect scores (higher = more member-like).
+        reference_scores: Scores of known non-members (for EncoderMI-R: out-of-fold).
+        tie_break: One number in (0, 1) per suspect.
+
+    Returns:
+        Float array of p-values in ``(0, 1)``, same order as ``scores``.
+
+    Raises:
+        InputError: On empty reference, non-finite scores, or tie-breakers outside (0, 1).
+    """
+    s = _scores(scores, "scores", allow_empty=True)
+    ref = np.sort(_scores(reference_scores, "reference_scores"))
+    u = np.asarray(tie_break, dtype=np.float64).ravel()
+    if u.shape != s.shape or not np.all((u > 0) & (u < 1)):
+        raise InputError("conformal p-values need one tie-breaker in (0, 1) per score.")
+    n_gt = ref.size - np.searchsorted(ref, s, side="right")
+    n_eq = np.searchsorted(ref, s, side="right") - np.searchsorted(ref, s, side="left")
+    return (n_gt + u * (1.0 + n_eq)) / (1.0 + ref.size)
 
 
 
