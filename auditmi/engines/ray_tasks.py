@@ -1,7 +1,7 @@
 """The Ray engine's CPU tasks: image files -> hashed, decoded, downscaled pixels and statistics.
 
-One task per block of paths reads, hashes and decodes every file of the block (one fused stage:
-the file bytes never go through Ray's object store). It uses the local engine's functions
+One task per block of paths reads, hashes and decodes every file of the block (one stage: the
+file bytes never leave the task). It uses the local engine's functions
 (:func:`auditmi.decoding.read_file`, :func:`auditmi.decoding.decode_pixels`), so both engines
 skip the same files for the same reasons. An unreadable or undecodable file becomes a row with a
 skip reason, never an exception (Ray Data fails the whole job on the first error in user code).
