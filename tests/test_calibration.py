@@ -134,13 +134,24 @@ def test_only_thresholds_a_scan_accepts_are_stored(fitted: Calibration, bundle: 
     assert all(set(am["thresholds"]) == {"accuracy"} for am in meta["attacks"].values())
 
 
-def test_old_bundle_thresholds_finer_than_the_held_out_set_are_not_offered() -> None:
-    """The example bundle predates this rule: it stores thresholds at 0.01 and 0.001 with 40 held-out
-    non-members. Loaded, they are dropped, so a scan report never lists a threshold scan would refuse."""
-    root = Path(__file__).resolve().parents[1] / "examples" / "fashion" / "calibration"
-    stored = json.loads((root / META_NAME).read_text())["attacks"]["T"]["thresholds"]
-    assert "fpr=0.01" in stored
-    ac = load_calibration(root).attacks["T"]
+def test_old_bundle_thresholds_finer_than_the_held_out_set_are_not_offered(tmp_path: Path) -> None:
+    """Bundles written before this rule store thresholds at 0.01 and 0.001 whatever their held-out size
+    (the example's has 40 held-out non-members). Loaded, they are dropped, so a scan report never
+    lists a threshold scan would refuse."""
+    import shutil
+
+    from auditmi.bundle import repin
+
+    old = tmp_path / "old"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "fashion" / "calibration", old)
+    meta = json.loads((old / META_NAME).read_text())
+    meta.pop("fpr_thresholds", None)
+    for am in meta["attacks"].values():  # what the old calibrate wrote
+        am["thresholds"].update({"fpr=0.01": am["thresholds"]["accuracy"], "fpr=0.001": am["thresholds"]["accuracy"]})
+    (old / META_NAME).write_text(json.dumps(meta))
+    repin(old)
+    assert "fpr=0.01" in json.loads((old / META_NAME).read_text())["attacks"]["T"]["thresholds"]
+    ac = load_calibration(old).attacks["T"]
     assert ac.finest_fpr == 1 / 40 and set(ac.thresholds) == {"accuracy"}
 
 
