@@ -191,6 +191,29 @@ def test_budget_refuses_before_any_request(tmp_path: Path, local: Encoder, image
     assert svc.log == []
 
 
+def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a reference big enough for EncoderMI-R and a bundle with shadows, every image is sent twice
+    (features, then views + whole image for the signals): the plan says so, and a budget that only
+    covers the feature pass is refused before any request (not half-way through the scan)."""
+    from auditmi.calibrated_scan import MIN_REFERENCE
+
+    suspect, reference = tmp_path / "s", tmp_path / "r"
+    for d, src, n in ((suspect, "suspect", 4), (reference, "reference", MIN_REFERENCE)):
+        d.mkdir()
+        for p in sorted((EXAMPLE / src).glob("*.png"))[:n]:
+            shutil.copy(p, d / p.name)
+    n_img = 4 + MIN_REFERENCE
+    feature_views, signal_views = n_img * 10, n_img * 11
+    monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
+    with EmbedService(local, token=SECRET) as svc:
+        cfg = _config(tmp_path, svc.url, budget_views=feature_views + signal_views // 2)  # covers features, not the signals
+        proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
+                       "--reference", reference, "--quiet", "--no-cache")
+    line = f"{n_img} images x (10 + 11 for EncoderMI-R's signals) views = {feature_views + signal_views} views"
+    assert_user_error(proc, 2, line, "over the query budget", "budget_views")
+    assert svc.log == []
+
+
 def test_calibrate_and_evaluate_print_the_plan_and_keep_the_budget(tmp_path: Path, local: Encoder, images: tuple[Path, Path],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """calibrate --shadow-encoder http:... and evaluate print the same plan line as scan, before any

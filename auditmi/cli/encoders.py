@@ -68,14 +68,26 @@ def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration:
         return
     cfg = load_config(name, kind == "url")
     try:
-        n_views = int(views or json.loads(calibration_meta_path(str(calibration)).read_text())["views"]["n_views"])
+        meta = json.loads(calibration_meta_path(str(calibration)).read_text()) if calibration is not None else {}
+        n_views = int(views or meta["views"]["n_views"])
     except (OSError, ValueError, KeyError, TypeError):
         return  # the job reports an unreadable calibration itself; the encoder still enforces the budget
-    plans = [plan(cfg, len(discover(list(paths)).images), n_views, batch_size) for paths in image_sets if paths]
+    counts = [len(discover(list(paths)).images) for paths in image_sets if paths]
+    plans = [plan(cfg, n, n_views, batch_size) for n in counts]
     if not plans:
         return
-    total = dataclasses.replace(plans[0], n_images=sum(p.n_images for p in plans), views=sum(p.views for p in plans),
-                                requests=sum(p.requests for p in plans))
+    # A scan with a big enough reference and a bundle carrying shadows also runs EncoderMI-R's signal
+    # pass: every image again, its views and the whole image.
+    signals = False
+    if len(image_sets) > 1 and isinstance(meta.get("shadows"), dict) and meta["shadows"].get("encoders"):
+        from auditmi.calibrated_scan import MIN_REFERENCE
+
+        signals = len(counts) > 1 and counts[1] >= MIN_REFERENCE
+    extra = [plan(cfg, n, n_views + 1, batch_size) for n in counts] if signals else []
+    total = dataclasses.replace(plans[0], n_images=sum(counts), views=sum(p.views for p in plans + extra),
+                                requests=sum(p.requests for p in plans + extra))
+    # With EncoderMI-R each image is sent twice: its views for the features, then its views and the whole image.
+    per_image = f"({n_views} + {n_views + 1} for EncoderMI-R's signals) views" if signals else None
     if total.over_budget:
-        raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults")
-    err.print(total.describe(), markup=False, highlight=False)
+        raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults", per_image)
+    err.print(total.describe(per_image), markup=False, highlight=False)

@@ -232,11 +232,11 @@ class QueryPlan:
     def over_budget(self) -> bool:
         return bool((self.budget_requests and self.requests > self.budget_requests) or (self.budget_views and self.views > self.budget_views))
 
-    def describe(self) -> str:
-        """One line for the terminal."""
+    def describe(self, per_image: str | None = None) -> str:
+        """One line for the terminal (``per_image`` replaces "N views" when images are sent in several passes)."""
         b = [f"{self.budget_requests} requests" if self.budget_requests else "", f"{self.budget_views} views" if self.budget_views else ""]
         budget = " and ".join(x for x in b if x) or "none set"
-        return (f"HTTP encoder: {self.n_images} images x {self.n_views} views = {self.views} views in at most {self.requests} "
+        return (f"HTTP encoder: {self.n_images} images x {per_image or f'{self.n_views} views'} = {self.views} views in at most {self.requests} "
                 f"requests (budget: {budget}; cached images are not sent again).")
 
 
@@ -247,9 +247,9 @@ def plan(cfg: HttpConfig, n_images: int, n_views: int, views_per_call: int | Non
                      cfg.budget_requests, cfg.budget_views)
 
 
-def over_budget_error(p: QueryPlan, where: str) -> InputError:
+def over_budget_error(p: QueryPlan, where: str, per_image: str | None = None) -> InputError:
     """The refusal of a plan over budget, saying what to do."""
     return InputError(
-        f"{p.describe()} This is over the query budget set in {where}: scan fewer images, use fewer --views "
+        f"{p.describe(per_image)} This is over the query budget set in {where}: scan fewer images, use fewer --views "
         "(and a calibration with as many), or raise budget_requests / budget_views."
     )
