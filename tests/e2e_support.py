@@ -177,3 +177,16 @@ def invoke_in_process(*args: Any, cache_dir: Path | None = None) -> subprocess.C
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return subprocess.CompletedProcess(["auditmi", *map(str, args)], res.exit_code, res.stdout, res.stderr)
+
+
+def example_subset(tmp: Path, n_suspects: int, n_reference: int) -> tuple[Path, Path]:
+    """``tmp/suspect`` and ``tmp/reference`` holding the first images of the bundled example's folders."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "fashion"
+    out = []
+    for name, n in (("suspect", n_suspects), ("reference", n_reference)):
+        d = tmp / name
+        d.mkdir()
+        for p in sorted((example / name).glob("*.png"))[:n]:
+            shutil.copy(p, d / p.name)
+        out.append(d)
+    return out[0], out[1]

@@ -34,7 +34,7 @@ from auditmi.errors import EncoderUnavailableError, InputError
 from auditmi.pipeline import compute_features
 
 from backends_support import EmbedService, write_config
-from e2e_support import assert_user_error, run_cli
+from e2e_support import assert_user_error, example_subset, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fashion"
@@ -197,11 +197,7 @@ def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Enc
     covers the feature pass is refused before any request (not half-way through the scan)."""
     from auditmi.calibrated_scan import MIN_REFERENCE
 
-    suspect, reference = tmp_path / "s", tmp_path / "r"
-    for d, src, n in ((suspect, "suspect", 4), (reference, "reference", MIN_REFERENCE)):
-        d.mkdir()
-        for p in sorted((EXAMPLE / src).glob("*.png"))[:n]:
-            shutil.copy(p, d / p.name)
+    suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
     n_img = 4 + MIN_REFERENCE
     feature_views, signal_views = n_img * 10, n_img * 11
     monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)

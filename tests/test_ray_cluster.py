@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from e2e_support import popen_cli, run_cli
+from e2e_support import example_subset, popen_cli, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fashion"
@@ -27,15 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """40 example suspects and 60 reference images (EncoderMI-R with the bundle's shadows)."""
-    tmp = tmp_path_factory.mktemp("cluster_images")
-    sus, ref = tmp / "suspect", tmp / "reference"
-    sus.mkdir()
-    ref.mkdir()
-    for p in sorted((EXAMPLE / "suspect").glob("*.png"))[:40]:
-        shutil.copy(p, sus / p.name)
-    for p in sorted((EXAMPLE / "reference").glob("*.png"))[:60]:
-        shutil.copy(p, ref / p.name)
-    return sus, ref
+    return example_subset(tmp_path_factory.mktemp("cluster_images"), 40, 60)
 
 
 def _args(images: tuple[Path, Path], cache: Path, out: Path) -> list[object]:

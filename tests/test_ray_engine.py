@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from e2e_support import make_broken_files, popen_cli, run_cli
+from e2e_support import example_subset, make_broken_files, popen_cli, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "fashion"
@@ -168,13 +168,7 @@ def test_encodermi_r_with_the_ray_engine_runs_no_local_signal_pass(ray_cluster: 
 
 
 def _example_subset(tmp: Path) -> tuple[Path, Path]:
-    sus, ref = tmp / "suspect", tmp / "reference"
-    sus.mkdir()
-    ref.mkdir()
-    for p in sorted((EXAMPLE / "suspect").glob("*.png"))[:40]:
-        shutil.copy(p, sus / p.name)
-    for p in sorted((EXAMPLE / "reference").glob("*.png"))[:60]:
-        shutil.copy(p, ref / p.name)
+    sus, ref = example_subset(tmp, 40, 60)
     (sus / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return sus, ref
 
