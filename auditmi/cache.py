@@ -74,7 +74,7 @@ class FeatureCache:
 
     def __init__(self, root: str | Path, key: dict[str, Any]) -> None:
         blob = json.dumps({"format": CACHE_FORMAT, **key}, sort_keys=True)
-        self.key = key
+        self.root, self.key = Path(root), key
         self.digest = hashlib.sha256(blob.encode()).hexdigest()[:32]
         self.dir = Path(root) / "features" / self.digest
         #: True when the folder cannot be written: cached entries are read, new ones are not saved.
@@ -94,6 +94,11 @@ class FeatureCache:
                 f"cannot use {root} as the feature cache folder ({getattr(e, 'strerror', None) or e}); "
                 "pass --cache with a writable folder, or --no-cache."
             ) from e
+
+    def reopen(self) -> FeatureCache:
+        """The same cache opened afresh (e.g. by a Ray actor on another node: only the folder and
+        the key travel, and that node checks for itself whether it can write there)."""
+        return FeatureCache(self.root, self.key)
 
     def _remove_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
         """Delete temp files left by killed writers (old enough that no live scan still writes them)."""

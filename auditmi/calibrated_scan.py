@@ -1,7 +1,7 @@
 """The EncoderMI-R step of a scan: signals of suspects and reference under the audited encoder and
 every shadow of the bundle (same view parameters, each at its own input size, cached), computed
-by the scan's engine (local worker processes or Ray actors), then the calibrated scores
-(:mod:`auditmi.difficulty`).
+by the scan's engine in one call with the scan's own pass (local worker processes, or one Ray
+run whose actors hold every encoder), then the calibrated scores (:mod:`auditmi.difficulty`).
 
 Also the compatibility rule for reference-free verdicts: the EncoderMI-T/V/S classifiers were
 fitted on a shadow encoder, and transfer to the audited encoder only when the two are alike.
@@ -20,10 +20,10 @@ import torch
 from auditmi.cache import FeatureCache
 from auditmi.difficulty import CalibratedScores, calibrated_scores
 from auditmi.encoders.base import Encoder
-from auditmi.engines import EngineOptions, compute_features
+from auditmi.engines import EngineOptions, Head, compute_features, compute_sets
 from auditmi.errors import InputError
-from auditmi.images import Skipped
-from auditmi.measures import signal_cache_key
+from auditmi.measures import SIGNALS, signal_cache_key
+from auditmi.pipeline import FeatureSet
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SignalSet, summaries
 from auditmi.stats import ReferenceThreshold, reference_threshold
@@ -54,22 +54,38 @@ def cached_signals(paths: Sequence[Path], encoder: Encoder, views: ViewConfig, s
     return SignalSet([r.path for r in fs.rows], [r.sha256 for r in fs.rows], fs.features, fs.skipped)
 
 
-def _split(ss: SignalSet, first: Sequence[Path], second: Sequence[Path]) -> tuple[SignalSet, SignalSet]:
-    """Split the signals of ``first + second`` back into the two lists (rows and skipped files
-    both come in path order, so each occurrence of a path is matched in turn)."""
-    rows: list[list[int]] = [[], []]
-    skipped: list[list[Skipped]] = [[], []]
-    k = j = 0
-    for part, ps in enumerate((first, second)):
-        for p in ps:
-            if k < len(ss.paths) and Path(ss.paths[k]) == Path(p):
-                rows[part].append(k)
-                k += 1
-            elif j < len(ss.skipped) and Path(ss.skipped[j].path) == Path(p):
-                skipped[part].append(ss.skipped[j])
-                j += 1
-    a, b = (SignalSet([ss.paths[i] for i in r], [ss.sha256[i] for i in r], ss.raw[r], skipped[part]) for part, r in enumerate(rows))
-    return a, b
+def shadow_heads(shadows: ShadowSet, device: torch.device, views: ViewConfig, seed: int, cache_root: Path | None) -> list[Head]:
+    """The bundle's shadows as signal heads of an engine pass (each with its signal cache)."""
+    dev = device if device.type == "cuda" else torch.device("cpu")
+    heads = []
+    for sh in shadows.shadows:
+        enc = shadow_encoder(sh, dev)
+        heads.append(Head(enc, SIGNALS, FeatureCache(cache_root, signal_cache_key(enc, views, seed)) if cache_root is not None else None))
+    return heads
+
+
+def signal_set(fs: FeatureSet) -> SignalSet:
+    """The raw signals of a ``signals`` or ``both`` pass as a :class:`SignalSet`."""
+    raw = fs.signals if fs.signals is not None else fs.features
+    return SignalSet([r.path for r in fs.rows], [r.sha256 for r in fs.rows], raw, fs.skipped)
+
+
+def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[FeatureSet]], shadows: ShadowSet, n_views: int,
+                  seed: int) -> CalibratedScores:
+    """EncoderMI-R scores from the audited encoder's signals of suspects (``ts``) and reference
+    (``tr``) and each shadow's signal rows (``shadow_sets[k]``: its FeatureSets, any lists,
+    matched to ``ts`` and ``tr`` by sha256)."""
+    sus_k, ref_k = [], []
+    for sets in shadow_sets:
+        by_sha = {r.sha256: row for fs in sets for r, row in zip(fs.rows, fs.features, strict=True)}
+        missing = [str(p) for p, h in [*zip(ts.paths, ts.sha256, strict=True), *zip(tr.paths, tr.sha256, strict=True)] if h not in by_sha]
+        if missing:  # the local engine reads the files once per encoder: one changed or vanished meanwhile
+            raise InputError(f"{len(missing)} image(s) could not be read again for the shadow encoders: {', '.join(missing[:5])}. "
+                             "Keep the image folders unchanged while a scan runs, then re-run it (cached work is kept).")
+        sus_k.append(summaries(np.stack([by_sha[h] for h in ts.sha256]), n_views))
+        ref_k.append(summaries(np.stack([by_sha[h] for h in tr.sha256]), n_views))
+    return calibrated_scores(summaries(ts.raw, n_views), np.stack(sus_k, axis=1), ts.sha256,
+                             summaries(tr.raw, n_views), np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
 
 
 @dataclass
@@ -86,29 +102,16 @@ def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder
                     engine: EngineOptions | None = None) -> EncoderMIR:
     """Score suspects against the reference with EncoderMI-R (see module docstring).
 
-    One signal pass per encoder (the audited one, then each shadow) over suspects and reference
-    together, run by ``engine`` (default: the local engine with its default workers).
+    The signals of the audited encoder and of every shadow over suspects and reference, in one
+    engine call (:func:`auditmi.engines.compute_sets`: one Ray run with ``--engine ray``). A
+    scan takes the audited encoder's signals from its own pass instead (:func:`encodermi_r_step`).
     """
-    def prog(stage: str) -> Callable[[int, int], None] | None:
-        return (lambda d, t: progress(stage, d, t)) if progress else None
-
-    both = [*suspects, *reference]
-    ts, tr = _split(cached_signals(both, encoder, views, seed, cache_root, prog("signals: audited encoder"), engine), suspects, reference)
-    sus_k, ref_k = [], []
-    for i, sh in enumerate(shadows.shadows):
-        enc = shadow_encoder(sh, encoder.device if encoder.device.type == "cuda" else torch.device("cpu"))
-        a, b = _split(cached_signals([*ts.paths, *tr.paths], enc, views, seed, cache_root,
-                                     prog(f"signals: shadow {i + 1}/{shadows.k}"), engine), ts.paths, tr.paths)
-        if a.paths != ts.paths or b.paths != tr.paths:  # a file that changed or vanished since the audited encoder's pass
-            gone = sorted({str(p) for p in [*ts.paths, *tr.paths]} - {str(p) for p in [*a.paths, *b.paths]})
-            raise InputError(f"{len(gone)} image(s) could not be read again for the shadow encoders: {', '.join(gone[:5])}. "
-                             "Keep the image folders unchanged while a scan runs, then re-run it (cached work is kept).")
-        sus_k.append(summaries(a.raw, views.n_views))
-        ref_k.append(summaries(b.raw, views.n_views))
-    n = views.n_views
-    cs = calibrated_scores(summaries(ts.raw, n), np.stack(sus_k, axis=1), ts.sha256,
-                           summaries(tr.raw, n), np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
-    return EncoderMIR(cs, ts, tr)
+    cache = FeatureCache(cache_root, signal_cache_key(encoder, views, seed)) if cache_root is not None else None
+    heads = [Head(encoder, SIGNALS, cache), *shadow_heads(shadows, encoder.device, views, seed, cache_root)]
+    cb = (lambda d, t: progress(f"signals: encoder and {shadows.k} shadows", d, t)) if progress else None
+    res = compute_sets([suspects, reference], heads, views, seed, engine, cb)
+    ts, tr = signal_set(res[0][0]), signal_set(res[0][1])
+    return EncoderMIR(score_signals(ts, tr, res[1:], shadows, views.n_views, seed), ts, tr)
 
 
 def _family(desc: dict[str, Any]) -> str | None:
@@ -174,31 +177,26 @@ class RStep:
     used: ScoreUsed
 
 
-def encodermi_r_step(suspect_rows: Sequence[Any], reference_rows: Sequence[Any], encoder: Encoder, shadows: ShadowSet,
-                     views: ViewConfig, seed: int, cache_root: Path | None, fpr: float, progress: Progress | None = None,
-                     engine: EngineOptions | None = None) -> RStep:
+def encodermi_r_step(suspects: FeatureSet, reference: FeatureSet, shadow_sets: Sequence[Sequence[FeatureSet]], shadows: ShadowSet,
+                     views: ViewConfig, seed: int, fpr: float) -> RStep:
     """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``.
 
-    Rows are the scan's image rows (``.path``). Reference images every shadow trained on are left
-    out (``reference_kept``; listed in the score section); a suspect every shadow trained on is
-    refused with the reason, since its difficulty cannot be estimated.
+    ``suspects`` and ``reference``: the scan's distinct images from the audited encoder's ``both``
+    pass (rows with their raw signals); ``shadow_sets``: each shadow's signal rows from the same
+    engine call (:func:`auditmi.engines.compute_sets`). Reference images every shadow trained on
+    are left out (``reference_kept``; listed in the score section); a suspect every shadow trained
+    on is refused with the reason, since its difficulty cannot be estimated.
     """
-    suspect_paths, reference_paths = [x.path for x in suspect_rows], [x.path for x in reference_rows]
-    r = run_encodermi_r(suspect_paths, reference_paths, encoder, shadows, views, seed, cache_root, progress, engine)
-    cs = r.scores
+    ts, tr = signal_set(suspects), signal_set(reference)
+    cs = score_signals(ts, tr, shadow_sets, shadows, views.n_views, seed)
     if not cs.suspect_kept.all():
-        bad = [str(p) for p, k in zip(r.suspects.paths, cs.suspect_kept, strict=True) if not k]
+        bad = [str(p) for p, k in zip(ts.paths, cs.suspect_kept, strict=True) if not k]
         raise InputError(f"{len(bad)} suspect image(s) were training images of every shadow encoder of the calibration, so their "
                          f"difficulty cannot be estimated: {', '.join(bad[:5])}. Remove them from the suspects, or calibrate with "
                          "public images that do not include them.")
-
-    def kept(paths: Sequence[Path], ss: SignalSet, keep: np.ndarray) -> np.ndarray:
-        ok = {p for p, k in zip(ss.paths, keep, strict=True) if k}
-        return np.array([Path(p) in ok for p in paths], dtype=bool)
-
     thr = reference_threshold(cs.reference_scores, fpr)
     used = ScoreUsed(name="EncoderMI-R", calibrated=True, shadows=[s.describe() for s in shadows.shadows], spec=shadows.spec.to_dict(),
                      difficulty_r2=cs.r2, r2_out_of_fold=cs.r2_out_of_fold,
                      threshold=thr.to_dict(), shadow_training_overlap=cs.overlap, note=thr.note or None)
-    return RStep(kept(suspect_paths, r.suspects, cs.suspect_kept), kept(reference_paths, r.reference, cs.reference_kept),
+    return RStep(np.asarray(cs.suspect_kept, dtype=bool), np.asarray(cs.reference_kept, dtype=bool),
                  cs.suspect_scores, cs.reference_scores, thr, used)

@@ -7,6 +7,11 @@ Two measures, both from the same view parameters (:func:`auditmi.views.params_fo
 * ``signals``: the raw signal vector of :mod:`auditmi.signals` (pairwise cosines, view-to-whole
   cosines, raw embedding norms), for EncoderMI-R; the ``n`` views plus the whole image
   (:func:`auditmi.signals.whole_params`), embedded before L2 normalisation.
+* ``both``: the audited encoder's pass of a scan with EncoderMI-R: the raw signals (as
+  ``signals``) and the encoder-free statistics (as ``features``). The features are the raw
+  vector's pairwise block, the same cosines of the same views (they differ from a ``features``
+  pass only by float rounding, below 1e-6), so the audited encoder embeds each image once. Its
+  rows fill both caches (:class:`PairedCache`).
 
 Every path that turns decoded pixels into these numbers goes through this module: the local
 engine's workers and main process (:mod:`auditmi.pipeline`), the Ray engine's actors
@@ -29,19 +34,21 @@ import torch
 from auditmi.descriptors import STAT_NAMES
 from auditmi.encoders.base import Encoder
 from auditmi.features import feature_config, n_features, pairwise_cosine
-from auditmi.signals import SIGNAL_ALGORITHM, n_raw, raw_signals, whole_params
+from auditmi.signals import SIGNAL_ALGORITHM, n_raw, pairwise_block, raw_signals, whole_params
 from auditmi.views import ViewConfig, ViewParams, pad_batch, params_for_image, render_views, working_side
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from auditmi.cache import FeatureCache
 
-FEATURES, SIGNALS = "features", "signals"
-MEASURES = (FEATURES, SIGNALS)
+FEATURES, SIGNALS, BOTH = "features", "signals", "both"
+MEASURES = (FEATURES, SIGNALS, BOTH)
 
 
 @dataclass(frozen=True)
 class Measure:
-    """What is computed per image (``kind``: features or signals) for ``n_views`` views."""
+    """What is computed per image (``kind``: features, signals or both) for ``n_views`` views."""
 
     kind: str
     n_views: int
@@ -53,18 +60,18 @@ class Measure:
     @property
     def per_image(self) -> int:
         """Encoder inputs per image (views, plus the whole image for signals)."""
-        return self.n_views + (self.kind == SIGNALS)
+        return self.n_views + (self.kind != FEATURES)
 
     @property
     def width(self) -> int:
-        """Length of an image's row (45 features or 66 raw signals for 10 views)."""
+        """Length of an image's row (45 features or 66 raw signals for 10 views; ``both``: the raw signals)."""
         return n_features(self.n_views) if self.kind == FEATURES else n_raw(self.n_views)
 
     @property
     def n_stats(self) -> int:
         """Encoder-free image statistics kept with each row: the feature pass keeps them (the
-        shift check reads them); signal rows carry none (the scan's feature pass has them)."""
-        return len(STAT_NAMES) if self.kind == FEATURES else 0
+        shift check reads them); signal rows carry none (the audited encoder's pass has them)."""
+        return 0 if self.kind == SIGNALS else len(STAT_NAMES)
 
     @property
     def normalize(self) -> bool:
@@ -88,8 +95,27 @@ class Measure:
         out = pairwise_cosine(e) if self.kind == FEATURES else raw_signals(e[:, : self.n_views], e[:, self.n_views])
         return out.cpu().numpy().astype(np.float32)
 
+    def split(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """An engine's rows -> (the FeatureSet's ``features``, its ``signals``): ``both`` rows are
+        raw signals, whose pairwise block is EncoderMI's features; other rows are kept as they are."""
+        if self.kind != BOTH:
+            return rows, None
+        return np.ascontiguousarray(pairwise_block(rows, self.n_views)), rows
+
+    def open_cache(self, root: str | Path, encoder: Encoder, view_cfg: ViewConfig, seed: int) -> FeatureCache | PairedCache:
+        """The cache of this measure under ``encoder`` in the cache folder ``root``."""
+        from auditmi.cache import FeatureCache
+
+        if self.kind == BOTH:
+            return PairedCache(FeatureCache(root, cache_key(encoder, view_cfg, seed)), FeatureCache(root, signal_cache_key(encoder, view_cfg, seed)),
+                               self.n_views)
+        return FeatureCache(root, self.cache_key(encoder, view_cfg, seed))
+
     def cache_key(self, encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[str, Any]:
-        """Everything that determines a cached row of this measure under ``encoder``."""
+        """Everything that determines a cached row of this measure under ``encoder`` (``both``
+        has two caches: :meth:`open_cache`)."""
+        if self.kind == BOTH:
+            raise ValueError("a 'both' pass fills two caches: open them with Measure.open_cache")
         key: dict[str, Any] = {"encoder": encoder.identity, "input_size": encoder.input_size, "mean": list(encoder.mean),
                                "std": list(encoder.std), "views": view_cfg.to_dict(), "seed": int(seed),
                                "max_side": working_side(encoder.input_size, view_cfg)}
@@ -108,10 +134,49 @@ def signal_cache_key(encoder: Encoder, view_cfg: ViewConfig, seed: int) -> dict[
     return Measure(SIGNALS, view_cfg.n_views).cache_key(encoder, view_cfg, seed)
 
 
-def check_cache(cache: FeatureCache | None, measure: Measure) -> None:
+class PairedCache:
+    """The two caches a ``both`` pass fills: the feature cache (pairwise cosines and statistics,
+    the rows a ``features`` pass writes) and the signal cache (raw signals, the rows a
+    ``signals`` pass writes), so later scans, evaluations and signal passes find them as usual.
+
+    An image counts as cached when both hold it. Each batch goes to the signal cache first, then
+    to the feature cache, each shard atomically; a pass killed between the two writes computes
+    that batch again on resume (the extra copy in the signal cache is harmless).
+    """
+
+    def __init__(self, features: FeatureCache, signals: FeatureCache, n_views: int) -> None:
+        self.features, self.signals, self.n_views = features, signals, n_views
+
+    @property
+    def read_only(self) -> bool:
+        """Whether new rows cannot be saved (either folder read-only)."""
+        return self.features.read_only or self.signals.read_only
+
+    def load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """sha256 -> (raw signals, statistics) of the images both caches hold."""
+        f, s = self.features.load(), self.signals.load()
+        return {sha: (s[sha][0], f[sha][1]) for sha in s.keys() & f.keys()}
+
+    def put(self, shas: list[str], rows: np.ndarray, stats: np.ndarray) -> None:
+        """Save ``both`` rows (raw signals) and their statistics in both caches."""
+        self.signals.put(shas, rows, np.zeros((len(shas), 0), np.float32))
+        self.features.put(shas, pairwise_block(rows, self.n_views), stats)
+
+    def reopen(self) -> PairedCache:
+        """Both caches opened afresh (see :meth:`auditmi.cache.FeatureCache.reopen`)."""
+        return PairedCache(self.features.reopen(), self.signals.reopen(), self.n_views)
+
+
+def check_cache(cache: FeatureCache | PairedCache | None, measure: Measure) -> None:
     """Refuse a cache whose key was made for another measure (its rows would not fit)."""
-    if cache is not None and (cache.key.get("features") or {}).get("n_features") != measure.width:
-        raise ValueError(f"the cache key is not one of {measure.kind} for {measure.n_views} views; build it with Measure.cache_key")
+    if cache is None:
+        return
+    if isinstance(cache, PairedCache):
+        ok = measure.kind == BOTH
+    else:
+        ok = measure.kind != BOTH and (cache.key.get("features") or {}).get("n_features") == measure.width
+    if not ok:
+        raise ValueError(f"the cache key is not one of {measure.kind} for {measure.n_views} views; build it with Measure.open_cache")
 
 
 class Embedder:

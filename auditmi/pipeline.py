@@ -34,11 +34,11 @@ from auditmi.decoding import decode_item
 from auditmi.descriptors import STAT_NAMES
 from auditmi.encoders.base import Encoder
 from auditmi.images import Skipped
-from auditmi.measures import FEATURES, Embedder, Measure, cache_key, check_cache, measure_decoded
+from auditmi.measures import FEATURES, Embedder, Measure, PairedCache, cache_key, check_cache, measure_decoded
 from auditmi.views import ViewConfig, pad_batch, render_views, working_side
 
-__all__ = ["STAT_NAMES", "Embedder", "FeatureSet", "ImageRow", "assemble", "cache_key", "compute_features", "default_batch_size",
-           "default_workers"]
+__all__ = ["STAT_NAMES", "Embedder", "FeatureSet", "ImageRow", "assemble", "assemble_sets", "cache_key", "compute_features",
+           "compute_sets", "default_batch_size", "default_workers"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -58,16 +58,21 @@ _TOO_MANY_WORKERS = r"This DataLoader will create \d+ worker processes in total"
 
 @dataclass
 class FeatureSet:
-    """Features (or, for ``what="signals"``, raw signals) of a set of images, aligned with ``rows``."""
+    """Features (or, for ``what="signals"``, raw signals) of a set of images, aligned with ``rows``.
+
+    For ``what="both"``, ``features`` are EncoderMI's features and ``signals`` the raw signals
+    they were taken from (:mod:`auditmi.measures`); otherwise ``signals`` is None.
+    """
 
     rows: list[ImageRow]
-    features: np.ndarray  # (N, F) float32: Measure.width columns
+    features: np.ndarray  # (N, F) float32: Measure.width columns (both: the pairwise block)
     stats: np.ndarray  # (N, S) encoder-free image statistics (shift check)
     skipped: list[Skipped]
     duplicates: list[list[Path]]
     n_from_cache: int = 0
     timing: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. why fewer workers ran than were asked for
+    signals: np.ndarray | None = None  # (N, n_raw) float32 raw signals of a ``both`` pass
 
     @property
     def n(self) -> int:
@@ -75,8 +80,13 @@ class FeatureSet:
 
     def subset(self, keep: np.ndarray) -> FeatureSet:
         """The rows where ``keep`` is True (skipped files and duplicates unchanged)."""
-        idx = np.flatnonzero(keep)
-        return replace(self, rows=[self.rows[i] for i in idx], features=self.features[idx], stats=self.stats[idx])
+        return self.take(np.flatnonzero(keep))
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> FeatureSet:
+        """The rows at ``idx``, in that order (skipped files, duplicates and timing unchanged)."""
+        ix = np.asarray(idx, dtype=np.int64)
+        return replace(self, rows=[self.rows[i] for i in ix], features=self.features[ix], stats=self.stats[ix],
+                       signals=None if self.signals is None else self.signals[ix])
 
 
 class _Decode(torch.utils.data.Dataset):
@@ -174,7 +184,7 @@ def compute_features(
     view_cfg: ViewConfig,
     seed: int = 0,
     batch_size: int | None = None,
-    cache: FeatureCache | None = None,
+    cache: FeatureCache | PairedCache | None = None,
     num_workers: int | None = None,
     progress: ProgressFn | None = None,
     what: str = FEATURES,
@@ -191,11 +201,28 @@ def compute_features(
         num_workers: worker processes (default: :func:`default_workers`; 0 does everything in
             this process).
         progress: called with (images done, total images).
-        what: ``features`` (EncoderMI's) or ``signals`` (EncoderMI-R's raw signals, see
-            :mod:`auditmi.measures`); the ``cache`` must have the matching key.
+        what: ``features`` (EncoderMI's), ``signals`` (EncoderMI-R's raw signals) or ``both``
+            (see :mod:`auditmi.measures`); the ``cache`` must be that measure's
+            (:meth:`auditmi.measures.Measure.open_cache`).
     """
+    return compute_sets([paths], encoder, view_cfg, seed, batch_size, cache, num_workers, progress, what)[0]
+
+
+def compute_sets(
+    sets: Sequence[Sequence[Path]],
+    encoder: Encoder,
+    view_cfg: ViewConfig,
+    seed: int = 0,
+    batch_size: int | None = None,
+    cache: FeatureCache | PairedCache | None = None,
+    num_workers: int | None = None,
+    progress: ProgressFn | None = None,
+    what: str = FEATURES,
+) -> list[FeatureSet]:
+    """:func:`compute_features` of several image lists in one pass (one FeatureSet per list, as
+    if each had been computed alone; an image in two lists is embedded once)."""
     t_start = time.perf_counter()
-    paths = list(paths)
+    paths = [p for ps in sets for p in ps]
     n_views = view_cfg.n_views
     measure = Measure(what, n_views)
     check_cache(cache, measure)
@@ -252,7 +279,7 @@ def compute_features(
     images_per_pass = max(1, bs // measure.per_image)
     by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
     info: dict[int, tuple[str, tuple[int, int] | None]] = {}
-    skipped: list[Skipped] = []
+    skipped: list[tuple[int, Skipped]] = []
     pending: list[dict[str, Any]] = []
     n_from_cache = 0
     done = 0
@@ -281,7 +308,7 @@ def compute_features(
         i = item["i"]
         done += 1  # noqa: SIM113 (counts items across flattened chunks, not positions)
         if "error" in item:
-            skipped.append(Skipped(paths[i], item["error"]))
+            skipped.append((i, Skipped(paths[i], item["error"])))
         else:
             sha = item["sha"]
             if item["cached"]:
@@ -301,11 +328,29 @@ def compute_features(
     flush()
 
     total = time.perf_counter() - t_start
-    return assemble(paths, info, by_sha, skipped, n_from_cache, measure,
-                    {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
-                     "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * measure.per_image),
-                     "batch_size": float(embedder.bs), "workers": float(workers)},
-                    notes=[cap_note] if cap_note else [])
+    return assemble_sets(sets, info, by_sha, skipped, measure,
+                         {"seconds": total, "encode_seconds": embedder.encode_seconds + worker_encode_seconds,
+                          "encode_in_workers": float(parallel_embed), "views_encoded": float((len(info) - n_from_cache) * measure.per_image),
+                          "batch_size": float(embedder.bs), "workers": float(workers)},
+                         notes=[cap_note] if cap_note else [])
+
+
+def assemble_sets(sets: Sequence[Sequence[Path]], info: dict[int, tuple[str, tuple[int, int] | None]],
+                  by_sha: dict[str, tuple[np.ndarray, np.ndarray]], skipped: Sequence[tuple[int, Skipped]], measure: Measure,
+                  timing: dict[str, float], notes: Sequence[str] | None = None) -> list[FeatureSet]:
+    """One :func:`assemble` per list of a pass over ``sets`` concatenated (``info`` and ``skipped``
+    are indexed in that concatenation). With several lists each gets the whole pass's timing
+    (``timing["images"]``: the images of the pass)."""
+    out, start = [], 0
+    order = sorted(skipped, key=lambda t: t[0])
+    t = dict(timing) if len(sets) == 1 else {**timing, "images": float(sum(len(q) for q in sets))}
+    for ps in sets:
+        end = start + len(ps)
+        sub = {i - start: v for i, v in info.items() if start <= i < end}
+        out.append(assemble(list(ps), sub, by_sha, [sk for i, sk in order if start <= i < end],
+                            sum(v[1] is None for v in sub.values()), measure, dict(t), notes))
+        start = end
+    return out
 
 
 def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] | None]], by_sha: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -328,9 +373,11 @@ def assemble(paths: Sequence[Path], info: dict[int, tuple[str, tuple[int, int] |
         feats_l.append(f)
         stats_l.append(st)
         groups.setdefault(sha, []).append(paths[i])
+    features, signals = measure.split(np.stack(feats_l) if feats_l else np.zeros((0, measure.width), np.float32))
     return FeatureSet(
         rows=rows,
-        features=np.stack(feats_l) if feats_l else np.zeros((0, measure.width), np.float32),
+        features=features,
+        signals=signals,
         stats=np.stack(stats_l) if stats_l else np.zeros((0, measure.n_stats), np.float32),
         skipped=skipped,
         duplicates=[g for g in groups.values() if len(g) > 1],

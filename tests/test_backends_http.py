@@ -92,8 +92,8 @@ def test_scan_over_http_survives_faults_and_matches_local(tmp_path: Path, local:
         statuses = svc.statuses()
         # The faults were met and survived (two requests in flight, so their order may vary).
         assert sorted(statuses[:3]) == [0, 429, 503] and set(statuses[3:]) == {200}, statuses
-        # The plan printed before the scan is what was sent: 8 + 8 images x 10 views, requests of <= 16 views.
-        expected = request_count(8, 10, 32, 16) * 2
+        # The plan printed before the scan is what was sent: 8 + 8 images x 10 views in one pass, requests of <= 16 views.
+        expected = request_count(16, 10, 32, 16)
         assert f"16 images x 10 views = 160 views in at most {expected} requests" in " ".join(proc.stderr.split())
         assert len(statuses) - 3 == expected
         assert sum(n for _, _, n, _ in svc.log) == 160
@@ -192,22 +192,31 @@ def test_budget_refuses_before_any_request(tmp_path: Path, local: Encoder, image
 
 
 def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a reference big enough for EncoderMI-R and a bundle with shadows, every image is sent twice
-    (features, then views + whole image for the signals): the plan says so, and a budget that only
-    covers the feature pass is refused before any request (not half-way through the scan)."""
+    """With a reference big enough for EncoderMI-R and a bundle with shadows, the scan sends each image
+    once, as its views and the whole image (features and signals from the same views): the plan says
+    so and counts exactly the requests sent, and a budget one view short is refused before any request."""
     from auditmi.calibrated_scan import MIN_REFERENCE
 
     suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
     n_img = 4 + MIN_REFERENCE
-    feature_views, signal_views = n_img * 10, n_img * 11
+    views = n_img * 11
+    line = f"{n_img} images x (10 views + the whole image, for EncoderMI-R's signals) = {views} views"
     monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
     with EmbedService(local, token=SECRET) as svc:
-        cfg = _config(tmp_path, svc.url, budget_views=feature_views + signal_views // 2)  # covers features, not the signals
+        cfg = _config(tmp_path, svc.url, budget_views=views - 1)
         proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
                        "--reference", reference, "--quiet", "--no-cache")
-    line = f"{n_img} images x (10 + 11 for EncoderMI-R's signals) views = {feature_views + signal_views} views"
-    assert_user_error(proc, 2, line, "over the query budget", "budget_views")
-    assert svc.log == []
+        assert_user_error(proc, 2, line, "over the query budget", "budget_views")
+        assert svc.log == []
+        cfg = _config(tmp_path, svc.url, budget_views=views)
+        out = tmp_path / "report.json"
+        proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
+                       "--reference", reference, "--quiet", "--no-cache", "--json", out)
+        assert proc.returncode == 0, proc.stderr
+        expected = request_count(n_img, 11, 32, 16)
+        assert f"{line} in at most {expected} requests" in " ".join(proc.stderr.split())
+        assert len(svc.log) == expected and sum(n for _, _, n, _ in svc.log) == views
+    assert json.loads(out.read_text())["score"]["name"] == "EncoderMI-R"
 
 
 def test_calibrate_and_evaluate_print_the_plan_and_keep_the_budget(tmp_path: Path, local: Encoder, images: tuple[Path, Path],

@@ -49,10 +49,11 @@ def encoders(
 
 
 def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration: Path | None = None, views: int | None = None,
-                   batch_size: int | None = None) -> None:
+                   batch_size: int | None = None, one_pass: bool = False) -> None:
     """Before a job with an HTTP encoder (scan, evaluate, calibrate --shadow-encoder): print the requests
     and views it will send for ``image_sets`` (stderr), and refuse to start when that is over the
-    config's query budget. ``views`` defaults to the calibration's."""
+    config's query budget. ``views`` defaults to the calibration's. ``one_pass``: the job embeds
+    all the sets in one pass (a scan), instead of one pass per set (evaluate, calibrate)."""
     import json
 
     from auditmi._paths import calibration_meta_path
@@ -73,21 +74,20 @@ def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration:
     except (OSError, ValueError, KeyError, TypeError):
         return  # the job reports an unreadable calibration itself; the encoder still enforces the budget
     counts = [len(discover(list(paths)).images) for paths in image_sets if paths]
-    plans = [plan(cfg, n, n_views, batch_size) for n in counts]
-    if not plans:
+    if not counts:
         return
-    # A scan with a big enough reference and a bundle carrying shadows also runs EncoderMI-R's signal
-    # pass: every image again, its views and the whole image.
+    # A scan with a big enough reference and a bundle carrying shadows scores with EncoderMI-R: its
+    # one pass sends each image's views and the whole image (features and signals from the same
+    # views; the shadows are local).
     signals = False
-    if len(image_sets) > 1 and isinstance(meta.get("shadows"), dict) and meta["shadows"].get("encoders"):
+    if one_pass and len(image_sets) > 1 and isinstance(meta.get("shadows"), dict) and meta["shadows"].get("encoders"):
         from auditmi.calibrated_scan import MIN_REFERENCE
 
         signals = len(counts) > 1 and counts[1] >= MIN_REFERENCE
-    extra = [plan(cfg, n, n_views + 1, batch_size) for n in counts] if signals else []
-    total = dataclasses.replace(plans[0], n_images=sum(counts), views=sum(p.views for p in plans + extra),
-                                requests=sum(p.requests for p in plans + extra))
-    # With EncoderMI-R each image is sent twice: its views for the features, then its views and the whole image.
-    per_image = f"({n_views} + {n_views + 1} for EncoderMI-R's signals) views" if signals else None
+    per_image = n_views + 1 if signals else n_views
+    plans = [plan(cfg, sum(counts), per_image, batch_size)] if one_pass else [plan(cfg, n, n_views, batch_size) for n in counts]
+    total = dataclasses.replace(plans[0], n_images=sum(counts), views=sum(p.views for p in plans), requests=sum(p.requests for p in plans))
+    what = f"({n_views} views + the whole image, for EncoderMI-R's signals)" if signals else None
     if total.over_budget:
-        raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults", per_image)
-    err.print(total.describe(per_image), markup=False, highlight=False)
+        raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults", what)
+    err.print(total.describe(what), markup=False, highlight=False)

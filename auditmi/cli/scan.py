@@ -197,7 +197,7 @@ def scan(
     precheck(calibration=calibration)
     from auditmi.cli.encoders import http_preflight
 
-    http_preflight(encoder, [images, reference or []], calibration, views, batch_size)  # HTTP: the query plan, the budget
+    http_preflight(encoder, [images, reference or []], calibration, views, batch_size, one_pass=True)  # HTTP: the query plan, the budget
     tr = read_truth(truth) if truth else None
     if not no_cache:
         from auditmi.cache import read_only_note

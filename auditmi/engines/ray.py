@@ -43,8 +43,8 @@ from auditmi.encoders.base import Encoder
 from auditmi.engines.ray_tasks import read_decode
 from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
 from auditmi.images import Skipped
-from auditmi.measures import FEATURES, Measure, check_cache
-from auditmi.pipeline import FeatureSet, ProgressFn, assemble, default_batch_size
+from auditmi.measures import FEATURES, Measure, PairedCache, check_cache
+from auditmi.pipeline import FeatureSet, ProgressFn, assemble_sets, default_batch_size
 from auditmi.validate import positive_int
 from auditmi.views import ViewConfig, working_side
 
@@ -101,11 +101,10 @@ def read_block_size(n_images: int, n_slots: int, images_per_batch: int) -> int:
 
 
 class _EmbedActor:
-    """Embedding actor: loads the encoder once from its spec (or its recipe, e.g. a bundle's
-    shadow), then renders, embeds and caches batches."""
+    """Embedding actor: loads every encoder of the run once, from its spec (or its recipe, e.g. a
+    bundle's shadow), then renders, embeds and caches batches for each of them."""
 
-    def __init__(self, spec: str, recipe: Any, amp: bool, device: str, identity: str, version: str, batch_size: int, seed: int,
-                 cfg: ViewConfig, what: str, cache_root: str | None, cache_key: dict[str, Any] | None) -> None:
+    def __init__(self, heads: list[dict[str, Any]], device: str, version: str, seed: int, cfg: ViewConfig) -> None:
         import torch
 
         from auditmi import __version__
@@ -117,14 +116,16 @@ class _EmbedActor:
                                           "install the same auditmi version on every node.")
         if device == "cpu":
             torch.set_num_threads(1)  # one thread per actor, as the local engine's workers
-        self.enc = load_encoder(spec, device, amp=amp) if recipe is None else recipe.load(device)
-        if self.enc.identity != identity:
-            raise EncoderUnavailableError(f"encoder {spec!r} loaded on a Ray node has identity {self.enc.identity}, "
-                                          f"the driver's has {identity}: every node must see the same weights.")
-        self.measure = Measure(what, cfg.n_views)
-        self.embedder = Embedder(self.enc, batch_size, self.measure.normalize)
+        self.heads = []
+        for h in heads:
+            enc = load_encoder(h["spec"], device, amp=h["amp"]) if h["recipe"] is None else h["recipe"].load(device)
+            if enc.identity != h["identity"]:
+                raise EncoderUnavailableError(f"encoder {h['spec']!r} loaded on a Ray node has identity {enc.identity}, "
+                                              f"the driver's has {h['identity']}: every node must see the same weights.")
+            m = Measure(h["what"], cfg.n_views)
+            cache = h["cache"].reopen() if h["cache"] is not None else None
+            self.heads.append((m, Embedder(enc, h["batch_size"], m.normalize), cache, h["side"]))
         self.seed, self.cfg = seed, cfg
-        self.cache = FeatureCache(cache_root, cache_key) if cache_root is not None and cache_key is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -133,22 +134,30 @@ class _EmbedActor:
         from auditmi.views import params_for_image
 
         n = len(batch["i"])
-        feats = np.zeros((n, self.measure.width), np.float32)
-        todo = np.flatnonzero(batch["todo"])
-        seconds = 0.0
-        if len(todo):
-            pixels, params = [], []
-            for j in todo:
-                h, w, sha = int(batch["h"][j]), int(batch["w"][j]), str(batch["sha"][j])
-                pixels.append(torch.frombuffer(bytearray(batch["pixels"][j]), dtype=torch.uint8).view(3, h, w))
-                params.append(params_for_image(h, w, sha, self.seed, self.cfg))
-            before = self.embedder.encode_seconds
-            feats[todo] = measure_decoded(pixels, params, self.embedder, self.measure)
-            seconds = self.embedder.encode_seconds - before
-            if self.cache is not None:
-                self.cache.put([str(batch["sha"][j]) for j in todo], feats[todo], batch["stats"][todo][:, : self.measure.n_stats])
-        keep = ("i", "sha", "error", "cached", "todo", "ow", "oh", "stats")
-        return {**{k: batch[k] for k in keep}, "feats": feats, "encode_seconds": np.full(n, seconds / max(1, len(todo)))}
+        out = {k: v for k, v in batch.items() if not k.startswith("pixels")}
+        decoded: dict[tuple[int, int], tuple[torch.Tensor, Any]] = {}  # (side, row) -> pixels, view parameters
+
+        def image(k: int, j: int) -> tuple[torch.Tensor, Any]:
+            if (k, j) not in decoded:
+                h, w, sha = int(batch[f"h{k}"][j]), int(batch[f"w{k}"][j]), str(batch["sha"][j])
+                decoded[k, j] = (torch.frombuffer(bytearray(batch[f"pixels{k}"][j]), dtype=torch.uint8).view(3, h, w),
+                                 params_for_image(h, w, sha, self.seed, self.cfg))
+            return decoded[k, j]
+
+        for e, (measure, embedder, cache, k) in enumerate(self.heads):
+            feats = np.zeros((n, measure.width), np.float32)
+            todo = np.flatnonzero(batch[f"need{e}"])
+            seconds = 0.0
+            if len(todo):
+                items = [image(k, int(j)) for j in todo]
+                before = embedder.encode_seconds
+                feats[todo] = measure_decoded([p for p, _ in items], [v for _, v in items], embedder, measure)
+                seconds = embedder.encode_seconds - before
+                if cache is not None:
+                    cache.put([str(batch["sha"][j]) for j in todo], feats[todo], batch[f"stats{k}"][todo][:, : measure.n_stats])
+            out[f"feats{e}"] = feats
+            out[f"encode_seconds{e}"] = np.full(n, seconds / max(1, len(todo)))
+        return out
 
 
 def _cause(e: BaseException) -> AuditmiError | None:
@@ -184,36 +193,53 @@ def compute_features_ray(
     view_cfg: ViewConfig,
     seed: int = 0,
     batch_size: int | None = None,
-    cache: FeatureCache | None = None,
+    cache: FeatureCache | PairedCache | None = None,
     num_actors: int | None = None,
     progress: ProgressFn | None = None,
     device: str = "auto",
     what: str = FEATURES,
 ) -> FeatureSet:
-    """:func:`auditmi.pipeline.compute_features` on Ray (see the module docstring).
+    """:func:`auditmi.pipeline.compute_features` on Ray: :func:`compute_sets_ray` with one list and one encoder."""
+    return compute_sets_ray([paths], [(encoder, what, cache)], view_cfg, seed, batch_size, num_actors, progress, device)[0][0]
+
+
+def compute_sets_ray(
+    sets: Sequence[Sequence[Path]],
+    heads: Sequence[tuple[Encoder, str, FeatureCache | PairedCache | None]],
+    view_cfg: ViewConfig,
+    seed: int = 0,
+    batch_size: int | None = None,
+    num_actors: int | None = None,
+    progress: ProgressFn | None = None,
+    device: str = "auto",
+) -> list[list[FeatureSet]]:
+    """Every (encoder, measure, cache) of ``heads`` over every list of ``sets``, in ONE Ray Data run
+    (see the module docstring): ``result[h][k]`` is head ``h``'s FeatureSet of list ``k``, equal to
+    what :func:`auditmi.pipeline.compute_sets` gives for that head.
 
     Args:
-        num_actors: embedding actors (default: one per GPU of the cluster, or one per CPU on a
-            cluster without GPUs).
+        num_actors: embedding actors, each holding every encoder (default: one per GPU of the
+            cluster, or one per CPU on a cluster without GPUs).
         device: auto (GPU actors when the cluster has GPUs), cpu or cuda.
-        Others: as in :func:`auditmi.pipeline.compute_features`. The ``cache`` folder must be a
-            path every node sees (actors write their shards there).
+        Others: as in :func:`auditmi.pipeline.compute_features`. Cache folders must be paths every
+            node sees (actors write their shards there).
     """
     t_start = time.perf_counter()
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for ps in sets for p in ps]
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise InputError(f"invalid --device {device!r} for --engine ray: use auto, cpu or cuda.")
     if num_actors is not None:
         positive_int("--workers (the number of embedding actors with --engine ray)", num_actors)
-    if encoder.remote:
-        raise InputError(f"encoder {encoder.spec!r} is a remote service: --engine ray embeds in Ray actors, which gains nothing "
-                         "for it; use --engine local (it keeps one client and the query budget in this process).")
-    n_views = view_cfg.n_views
-    measure = Measure(what, n_views)
-    check_cache(cache, measure)
+    for encoder, _, _ in heads:
+        if encoder.remote:
+            raise InputError(f"encoder {encoder.spec!r} is a remote service: --engine ray embeds in Ray actors, which gains nothing "
+                             "for it; use --engine local (it keeps one client and the query budget in this process).")
+    measures = [Measure(what, view_cfg.n_views) for _, what, _ in heads]
+    for (_, _, cache), m in zip(heads, measures, strict=True):
+        check_cache(cache, m)
     if not paths:
-        return assemble(paths, {}, {}, [], 0, measure, {"seconds": 0.0})
-    cached = cache.load() if cache is not None else {}
+        return [assemble_sets(sets, {}, {}, [], m, {"seconds": 0.0}) for m in measures]
+    cached = [cache.load() if cache is not None else {} for _, _, cache in heads]
     ray = _import_ray()
     connect()
     t_ray = time.perf_counter() - t_start
@@ -224,12 +250,15 @@ def compute_features_ray(
     on_gpu = n_gpus > 0 and device != "cpu"
     actors = num_actors or (n_gpus if on_gpu else n_cpus)
     if batch_size is None:
-        bs = encoder.batch_size or default_batch_size(encoder, "cuda" if on_gpu else "cpu")
+        sizes = [encoder.batch_size or default_batch_size(encoder, "cuda" if on_gpu else "cpu") for encoder, _, _ in heads]
     else:
-        bs = positive_int("--batch-size", batch_size)
-    if encoder.preflight is not None:  # refuse before any work, as the local engine does
-        encoder.preflight(len(paths), measure.per_image, bs)
-    per_batch = max(1, bs // measure.per_image)
+        sizes = [positive_int("--batch-size", batch_size)] * len(heads)
+    for (encoder, _, _), m, bs in zip(heads, measures, sizes, strict=True):
+        if encoder.preflight is not None:  # refuse before any work, as the local engine does
+            encoder.preflight(len(paths), m.per_image, bs)
+    per_batch = max(1, min(bs // m.per_image for m, bs in zip(measures, sizes, strict=True)))
+    sides = tuple(working_side(encoder.input_size, view_cfg) for encoder, _, _ in heads)
+    side_index = {s: k for k, s in enumerate(sorted(set(sides)))}
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
@@ -242,24 +271,26 @@ def compute_features_ray(
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / block)))
     decode_cpus = 1.0 if on_gpu else CPU_DECODE_SHARE
     ds = ds.map_batches(read_decode, batch_format="numpy", batch_size=None, num_cpus=decode_cpus,
-                        fn_kwargs={"cached": frozenset(cached), "max_side": working_side(encoder.input_size, view_cfg)})
+                        fn_kwargs={"cached": tuple(frozenset(c) for c in cached), "sides": sides})
     from auditmi import __version__
 
+    # What each actor loads: specs or recipes (a bundle shadow: its weights file and recorded
+    # sha256) and the caches' folders and keys; never an encoder.
+    specs = [{"spec": encoder.spec, "recipe": encoder.recipe, "amp": encoder.amp, "identity": encoder.identity, "what": what,
+              "batch_size": bs, "side": side_index[side], "cache": cache}
+             for (encoder, what, cache), bs, side in zip(heads, sizes, sides, strict=True)]
     ds = ds.map_batches(
         _EmbedActor, batch_format="numpy", batch_size=per_batch,
         compute=ActorPoolStrategy(size=actors),
         num_gpus=1 if on_gpu else 0, num_cpus=1.0 if on_gpu else CPU_ACTOR_SHARE,
-        fn_constructor_kwargs={"spec": encoder.spec, "recipe": encoder.recipe, "amp": encoder.amp, "device": "cuda" if on_gpu else "cpu",
-                               "identity": encoder.identity, "version": __version__, "batch_size": bs, "seed": seed, "cfg": view_cfg, "what": what,
-                               "cache_root": str(cache.dir.parent.parent) if cache is not None else None,
-                               "cache_key": cache.key if cache is not None else None},
+        fn_constructor_kwargs={"heads": specs, "device": "cuda" if on_gpu else "cpu", "version": __version__, "seed": seed, "cfg": view_cfg},
     )
-    by_sha: dict[str, tuple[np.ndarray, np.ndarray]] = dict(cached)
-    first: dict[str, int] = {}
-    info: dict[int, tuple[str, tuple[int, int] | None]] = {}
+    by_sha: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [dict(c) for c in cached]
+    first: list[dict[str, int]] = [{} for _ in heads]
+    info: list[dict[int, tuple[str, tuple[int, int] | None]]] = [{} for _ in heads]
+    encode_seconds = [0.0] * len(heads)
     skipped: list[tuple[int, Skipped]] = []
-    n_from_cache = done = 0
-    encode_seconds = 0.0
+    done = 0
     try:
         for b in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             for j in range(len(b["i"])):
@@ -268,26 +299,29 @@ def compute_features_ray(
                     skipped.append((i, Skipped(paths[i], str(b["error"][j]))))
                     continue
                 sha = str(b["sha"][j])
-                if b["cached"][j]:
-                    n_from_cache += 1
-                    info[i] = (sha, None)
-                    continue
-                info[i] = (sha, (int(b["ow"][j]), int(b["oh"][j])))
-                encode_seconds += float(b["encode_seconds"][j])
-                if sha not in first or i < first[sha]:  # duplicates: the first file's features, as the local engine
-                    first[sha] = i
-                    by_sha[sha] = (b["feats"][j].copy(), b["stats"][j][: measure.n_stats].astype(np.float32))
+                for e, m in enumerate(measures):
+                    if not b[f"need{e}"][j]:  # cached for this encoder
+                        info[e][i] = (sha, None)
+                        continue
+                    info[e][i] = (sha, (int(b["ow"][j]), int(b["oh"][j])))
+                    encode_seconds[e] += float(b[f"encode_seconds{e}"][j])
+                    if sha not in first[e] or i < first[e][sha]:  # duplicates: the first file's row, as the local engine
+                        first[e][sha] = i
+                        stats = b[f"stats{side_index[sides[e]]}"][j][: m.n_stats].astype(np.float32)
+                        by_sha[e][sha] = (b[f"feats{e}"][j].copy(), stats)
             done += len(b["i"])
             if progress is not None:
                 progress(done, len(paths))
-    except Exception as e:
-        cause = _cause(e)
+    except Exception as err:
+        cause = _cause(err)
         if cause is not None:
             raise cause from None
         raise
-    skipped.sort(key=lambda t: t[0])
-    n_computed = len(info) - n_from_cache
-    return assemble(paths, info, by_sha, [s for _, s in skipped], n_from_cache, measure,
-                    {"seconds": time.perf_counter() - t_start, "ray_start_seconds": t_ray, "encode_seconds": encode_seconds,
-                     "encode_in_workers": 1.0, "views_encoded": float(n_computed * measure.per_image), "batch_size": float(bs),
-                     "workers": float(actors), "gpu_actors": float(on_gpu)})
+    out = []
+    for e, m in enumerate(measures):
+        n_computed = sum(v[1] is not None for v in info[e].values())
+        timing = {"seconds": time.perf_counter() - t_start, "ray_start_seconds": t_ray, "encode_seconds": encode_seconds[e],
+                  "encode_in_workers": 1.0, "views_encoded": float(n_computed * m.per_image), "batch_size": float(sizes[e]),
+                  "workers": float(actors), "gpu_actors": float(on_gpu), "encoders_in_run": float(len(heads))}
+        out.append(assemble_sets(sets, info[e], by_sha[e], skipped, m, timing))
+    return out

@@ -5,6 +5,11 @@ without touching the others:
 
     gather_images -> load_setup -> embed -> separate -> score -> statistics -> verdict.decide -> ScanResult
 
+``embed`` is one engine call (:func:`auditmi.engines.compute_sets`) over suspects and reference:
+the audited encoder's features and, when EncoderMI-R will score, its raw signals from the same
+views (``what="both"``: each image is embedded once) and every shadow's signals; with
+``--engine ray`` that is one Ray run for the whole scan.
+
 * Suspects that are also reference images are left out of the suspects and reported; duplicate
   images count once in every test (:mod:`auditmi.jobs.sets`).
 * With a reference set of known non-members, the dataset-level test is a one-sided
@@ -32,13 +37,13 @@ import numpy as np
 from auditmi import stats as S
 from auditmi._paths import check_rates
 from auditmi.cache import FeatureCache, default_cache_dir
-from auditmi.calibrated_scan import MIN_REFERENCE, ScoreUsed, encodermi_r_step, reference_free_mismatch, too_small_reason
+from auditmi.calibrated_scan import MIN_REFERENCE, ScoreUsed, encodermi_r_step, reference_free_mismatch, shadow_heads, too_small_reason
 from auditmi.calibration import AttackCalibration, Calibration, load_calibration
 from auditmi.encoders import Encoder, load_encoder
-from auditmi.engines import EngineOptions
+from auditmi.engines import EngineOptions, Head, compute_sets
 from auditmi.errors import InputError
 from auditmi.features import feature_config
-from auditmi.jobs.common import Progress, discover_set, environment, features, require_usable
+from auditmi.jobs.common import Progress, discover_set, environment, require_usable
 from auditmi.jobs.scan_result import (
     CalibrationUsed,
     IgnoredFiles,
@@ -52,6 +57,7 @@ from auditmi.jobs.scan_result import (
     Threshold,
 )
 from auditmi.jobs.sets import Overlap, Separated, duplicate_groups, overlapping_files, separate
+from auditmi.measures import BOTH, FEATURES, Measure
 from auditmi.pipeline import FeatureSet, cache_key
 from auditmi.shadow_set import NO_SHADOWS_REASON, ShadowSet, load_shadows
 from auditmi.shift import shift_check
@@ -170,18 +176,40 @@ def load_setup(opts: ScanOptions) -> ScanSetup:
     return ScanSetup(cal, ac, kind, enc, cfg, cache, load_shadows(cal.meta, cal.path))
 
 
-def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> tuple[FeatureSet, FeatureSet | None]:
-    """Step 3: membership features (and encoder-free statistics) of suspects and reference."""
-    def run(paths: list[Path], stage: str) -> FeatureSet:
-        return features(paths, setup.encoder, setup.views, opts.seed, opts.batch_size, setup.cache, opts.workers, progress, stage,
-                        opts.engine, opts.device)
+@dataclass(frozen=True)
+class Embedded:
+    """Step 3: the audited encoder's rows of suspects and reference, and each shadow's signal rows."""
 
-    fs = run(inputs.suspects, "suspect")
+    suspects: FeatureSet
+    reference: FeatureSet | None
+    shadows: list[list[FeatureSet]] = field(default_factory=list)  # [shadow][suspects, reference]; empty without EncoderMI-R
+
+
+def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> Embedded:
+    """Step 3: membership features (and encoder-free statistics) of suspects and reference, in one
+    engine call. When EncoderMI-R can score (a bundle with shadows and a reference of at least
+    :data:`MIN_REFERENCE` files), the audited encoder's pass also keeps its raw signals
+    (``both``: same views, each image embedded once) and every shadow's signals are computed in
+    the same call (one Ray run with ``--engine ray``)."""
+    calibrated = setup.shadows is not None and len(inputs.reference) >= MIN_REFERENCE
+    root = setup.cache.root if setup.cache is not None else None
+    if calibrated:
+        assert setup.shadows is not None
+        cache = Measure(BOTH, setup.views.n_views).open_cache(root, setup.encoder, setup.views, opts.seed) if root is not None else None
+        heads = [Head(setup.encoder, BOTH, cache), *shadow_heads(setup.shadows, setup.encoder.device, setup.views, opts.seed, root)]
+    else:
+        heads = [Head(setup.encoder, FEATURES, setup.cache)]
+    sets = [inputs.suspects, inputs.reference] if inputs.reference else [inputs.suspects]
+    stage = "suspect" if not inputs.reference else "embedding suspect and reference images" + (
+        f" (encoder and {len(heads) - 1} shadows)" if calibrated else "")
+    cb = (lambda d, t: progress(stage, d, t)) if progress else None
+    res = compute_sets(sets, heads, setup.views, opts.seed, EngineOptions(opts.engine, opts.workers, opts.batch_size, opts.device), cb)
+    fs = res[0][0]
     require_usable(fs, "suspect")
-    rs = run(inputs.reference, "reference") if inputs.reference else None
+    rs = res[0][1] if inputs.reference else None
     if rs is not None:
         require_usable(rs, "reference")
-    return fs, rs
+    return Embedded(fs, rs, res[1:])
 
 
 def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: float | None) -> Scores:
@@ -200,13 +228,12 @@ def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: flo
     return Scores(scores, probs, scores >= thr, Threshold(thr, thr_kind, cal_fpr, cal_tpr, n_null, fp), ref_scores)
 
 
-def score_calibrated(fs: FeatureSet, rs: FeatureSet, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> tuple[Scores, FeatureSet]:
+def score_calibrated(fs: FeatureSet, rs: FeatureSet, shadows: list[list[FeatureSet]], setup: ScanSetup,
+                     opts: ScanOptions) -> tuple[Scores, FeatureSet]:
     """Step 4 with a reference and a bundle carrying shadows: EncoderMI-R (see auditmi.calibrated_scan)."""
     assert setup.shadows is not None
     fpr = 0.05 if opts.fpr is None else opts.fpr
-    r = encodermi_r_step(fs.rows, rs.rows, setup.encoder, setup.shadows, setup.views, opts.seed,
-                         Path(opts.cache_dir or default_cache_dir()) if opts.use_cache else None, fpr, progress,
-                         EngineOptions(opts.engine, opts.workers, opts.batch_size, opts.device))
+    r = encodermi_r_step(fs, rs, shadows, setup.shadows, setup.views, opts.seed, fpr)
     t = r.threshold  # the audited encoder's TPR is unknown: 1.0 makes the used fraction a lower bound
     thr = Threshold(t.threshold, f"reference fpr={fpr:g} (conformal, out-of-fold)", t.expected_fpr, 1.0, t.n_reference, t.reference_above)
     return Scores(r.scores, np.full(len(r.scores), np.nan), r.scores >= t.threshold, thr, r.reference_scores, r.used), rs.subset(r.reference_kept)
@@ -251,11 +278,11 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     check_rates(opts.fpr, opts.fdr, opts.alpha)
     inputs = gather_images(images, opts)
     setup = load_setup(opts)
-    fs_all, rs_all = embed(inputs, setup, opts, progress)
-    sep = separate(fs_all, rs_all, inputs.same_file)
+    emb = embed(inputs, setup, opts, progress)
+    sep = separate(emb.suspects, emb.reference, inputs.same_file)
     fs, rs = sep.tested, sep.reference
-    if rs is not None and setup.shadows is not None and rs.n >= MIN_REFERENCE:
-        sc, rs = score_calibrated(fs, rs, setup, opts, progress)
+    if rs is not None and emb.shadows and rs.n >= MIN_REFERENCE:
+        sc, rs = score_calibrated(fs, rs, emb.shadows, setup, opts)
     else:
         sc = score(fs, rs, setup.attack, opts.fpr)
         note = None if rs is None else (NO_SHADOWS_REASON if setup.shadows is None else too_small_reason(rs.n))
@@ -302,6 +329,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
 
 __all__ = [
     "CalibrationUsed",
+    "Embedded",
     "IgnoredFiles",
     "ReferenceSummary",
     "ScanConfig",

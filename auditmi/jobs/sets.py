@@ -63,9 +63,7 @@ class Separated:
 
 
 def _subset(fs: FeatureSet, idx: Sequence[int] | np.ndarray) -> FeatureSet:
-    ix = np.asarray(idx, dtype=np.int64)
-    return FeatureSet(rows=[fs.rows[i] for i in ix], features=fs.features[ix], stats=fs.stats[ix], skipped=fs.skipped,
-                      duplicates=fs.duplicates, n_from_cache=fs.n_from_cache, timing=fs.timing)
+    return fs.take(idx)
 
 
 def _distinct(fs: FeatureSet) -> tuple[FeatureSet, np.ndarray]:
