@@ -268,3 +268,80 @@ def test_parquet_table_and_capped_list_without_ray(tmp_path: Path) -> None:
 def test_unknown_engine_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_cli("scan", EXAMPLE / "suspect", "-e", EXAMPLE / "encoder", "-c", EXAMPLE / "calibration", "--engine", "spark")
     assert proc.returncode == 2 and "unknown --engine 'spark'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ray_runs_several_encoders_of_two_input_sizes_in_one_run_as_the_local_engine(
+        ray_cluster: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """compute_sets on Ray (one run: audited 'both', a shadow's signals, a 16 px encoder's features,
+    so images are decoded at two working sides) gives every head the local engine's rows, and fills each cache."""
+    import torch
+    from test_signal_engines import assert_signals_close
+
+    from auditmi.calibration import load_calibration
+    from auditmi.encoders import load_encoder
+    from auditmi.engines import EngineOptions, Head, compute_sets
+    from auditmi.measures import BOTH, FEATURES, SIGNALS, Measure
+    from auditmi.shadow_set import load_shadows, shadow_encoder
+
+    cal = load_calibration(EXAMPLE / "calibration")
+    cfg = cal.views
+    encs = [load_encoder(str(EXAMPLE / "encoder"), "cpu"), shadow_encoder(load_shadows(cal.meta, cal.path).shadows[0], torch.device("cpu")),
+            load_encoder(str(tiny_checkpoint), "cpu")]
+    kinds = [BOTH, SIGNALS, FEATURES]
+    sus, ref = example_subset(tmp_path, 5, 7)
+    make_broken_files(sus)
+    sets = [sorted(sus.iterdir()), sorted(ref.iterdir())]
+
+    def heads(root: Path | None) -> list[Head]:
+        return [Head(e, k, Measure(k, cfg.n_views).open_cache(root, e, cfg, 0) if root else None) for e, k in zip(encs, kinds, strict=True)]
+
+    local = compute_sets(sets, heads(None), cfg, 0, EngineOptions(workers=0, batch_size=22))
+    calls = []
+    on_ray = compute_sets(sets, heads(tmp_path / "cache"), cfg, 0, EngineOptions("ray", workers=2, batch_size=22),
+                          lambda d, t: calls.append((d, t)))
+    n = len(sets[0]) + len(sets[1])
+    assert calls[-1] == (n, n) and {t for _, t in calls} == {n}  # one run over both lists: one progress bar
+    for h, kind in enumerate(kinds):
+        for k in range(2):
+            a, b = on_ray[h][k], local[h][k]
+            assert [r.path for r in a.rows] == [r.path for r in b.rows] and a.skipped == b.skipped
+            assert a.timing["encoders_in_run"] == 3.0
+            np.testing.assert_array_equal(a.stats, b.stats)
+            if kind == FEATURES:
+                np.testing.assert_allclose(a.features, b.features, atol=1e-6, rtol=0)
+            else:
+                assert_signals_close(a.signals if kind == BOTH else a.features, b.signals if kind == BOTH else b.features, cfg.n_views)
+            if kind == BOTH:
+                np.testing.assert_allclose(a.features, b.features, atol=1e-6, rtol=0)
+    assert len(on_ray[0][0].skipped) == 3 and on_ray[0][1].skipped == []
+    again = compute_sets(sets, heads(tmp_path / "cache"), cfg, 0, EngineOptions("ray", workers=2, batch_size=22))
+    assert all(again[h][k].n_from_cache == again[h][k].n for h in range(3) for k in range(2))  # the actors filled every cache
+
+
+def test_ray_scan_is_one_ray_run_with_the_local_engine_results(ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan with shadows and a reference makes exactly one Ray Data run (actors start once), and
+    gives the local engine's scores (1e-6), p-values and verdict."""
+    import auditmi.engines.ray as ray_engine
+    from auditmi.jobs.scan import ScanOptions, run_scan
+
+    sus, ref = example_subset(tmp_path, 10, 40)
+    opts = ScanOptions(encoder=str(EXAMPLE / "encoder"), calibration=EXAMPLE / "calibration", reference=[ref], workers=2, use_cache=False)
+    local = run_scan([sus], opts)
+    runs = []
+    real = ray_engine.compute_sets_ray
+
+    def counted(*a: object, **k: object) -> object:
+        runs.append(len(a[1]))  # type: ignore[arg-type]
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ray_engine, "compute_sets_ray", counted)
+    on_ray = run_scan([sus], ScanOptions(**{**opts.__dict__, "engine": "ray"}))
+    assert on_ray.score is not None and on_ray.score.name == "EncoderMI-R"
+    assert runs == [1 + len(on_ray.score.shadows)]  # one run, every encoder in it
+    assert on_ray.verdict == local.verdict
+    a = {str(r.path): (r.score, r.p_value) for r in on_ray.images}
+    b = {str(r.path): (r.score, r.p_value) for r in local.images}
+    assert a.keys() == b.keys()
+    assert max(abs(a[p][0] - b[p][0]) for p in a) <= 1e-6 and max(abs(a[p][1] - b[p][1]) for p in a) <= 1e-6  # type: ignore[operator]
+    assert local.reference is not None and on_ray.reference is not None
+    np.testing.assert_allclose(on_ray.reference.scores, local.reference.scores, atol=1e-6, rtol=0)
