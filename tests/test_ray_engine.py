@@ -345,3 +345,31 @@ def test_ray_scan_is_one_ray_run_with_the_local_engine_results(ray_cluster: str,
     assert max(abs(a[p][0] - b[p][0]) for p in a) <= 1e-6 and max(abs(a[p][1] - b[p][1]) for p in a) <= 1e-6  # type: ignore[operator]
     assert local.reference is not None and on_ray.reference is not None
     np.testing.assert_allclose(on_ray.reference.scores, local.reference.scores, atol=1e-6, rtol=0)
+
+
+def test_ray_started_in_the_background_hands_its_error_to_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI starts Ray in a background thread; the engine's connect() waits for it and raises
+    its error (a user error, with its exit code) in the caller's thread, once."""
+    import threading
+
+    import auditmi.engines.ray_connect as rc
+    from auditmi.errors import InputError
+
+    calls: list[str] = []
+    gate = threading.Event()
+
+    def failing() -> bool:
+        calls.append(threading.current_thread().name)
+        gate.wait(5)
+        raise InputError("cannot start or reach a local Ray (test)")
+
+    monkeypatch.setattr(rc, "_connect_now", failing)
+    monkeypatch.setattr(rc, "_pending", None)
+    rc.start_connecting()
+    rc.start_connecting()  # idempotent: one start
+    gate.set()
+    with pytest.raises(InputError, match="local Ray"):
+        rc.connect()
+    assert calls == ["auditmi-ray-connect"]
+    monkeypatch.setattr(rc, "_connect_now", lambda: False)
+    assert rc.connect() is False  # a later call starts afresh, in this thread

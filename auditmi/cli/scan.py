@@ -208,6 +208,10 @@ def scan(
         workers, note = cap_workers(workers)
         if note:
             err.print(Text.assemble(("note: ", "yellow"), note))
+    if engine == "ray":  # start (or join) Ray in the background while torch, the encoder and the images load
+        from auditmi.engines.ray_connect import start_connecting
+
+        start_connecting()
     from auditmi.cli.options import encoder_assumptions
     from auditmi.jobs import scan as job
 

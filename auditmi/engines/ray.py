@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +39,8 @@ import numpy as np
 
 from auditmi.cache import FeatureCache
 from auditmi.encoders.base import Encoder
+from auditmi.engines.ray_connect import connect
+from auditmi.engines.ray_connect import import_ray as _import_ray
 from auditmi.engines.ray_tasks import read_decode
 from auditmi.errors import AuditmiError, EncoderUnavailableError, InputError
 from auditmi.images import Skipped
@@ -53,45 +54,6 @@ from auditmi.views import ViewConfig, working_side
 #: fit on n cores (decoding is light next to embedding).
 CPU_ACTOR_SHARE = 0.75
 CPU_DECODE_SHARE = 0.25
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as e:
-        raise InputError("--engine ray needs Ray Data: pip install 'auditmi[ray]' (ray[data] and pyarrow), or use --engine local.") from e
-    return ray
-
-
-def connect() -> bool:
-    """Connect to the cluster at ``$RAY_ADDRESS``, or start a Ray on this machine.
-
-    Returns True when this call initialised Ray. A Ray already initialised in this process (a
-    notebook, the tests, an earlier stage of the same scan) is used as it is; Ray shuts down
-    when the process exits (``ray.shutdown()`` stops it earlier).
-    """
-    ray = _import_ray()
-    if ray.is_initialized():
-        return False
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
-    # Ray's C++ core logs an error line per actor whose constructor arguments sit in the object
-    # store (Ray Data always puts them there); real failures reach us as exceptions.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    address = os.environ.get("RAY_ADDRESS")
-    try:
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            # No dashboard, and no worker processes prestarted for the driver: on a small machine
-            # they compete for the cores with Ray's own start-up (measured in benchmarks/RESULTS.md,
-            # "Scale-out"); the pipeline's tasks and actors start the processes they need.
-            ray.init(include_dashboard=False, _system_config={"prestart_worker_first_driver": False}, **quiet)
-    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
-        where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
-        raise InputError(f"cannot start or reach {where} ({e}). Check the address and that the cluster runs, "
-                         "or unset RAY_ADDRESS to start Ray on this machine.") from e
-    return True
 
 
 def read_block_size(n_images: int, n_slots: int, images_per_batch: int) -> int:
@@ -291,8 +253,11 @@ def compute_sets_ray(
     encode_seconds = [0.0] * len(heads)
     skipped: list[tuple[int, Skipped]] = []
     done = 0
+    t_run = time.perf_counter()
+    t_first = None  # until the first embedded batch: Ray Data's planning, the first decode tasks, the actors' start-up
     try:
         for b in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            t_first = t_first if t_first is not None else time.perf_counter() - t_run
             for j in range(len(b["i"])):
                 i = int(b["i"][j])
                 if b["error"][j]:
@@ -320,7 +285,8 @@ def compute_sets_ray(
     out = []
     for e, m in enumerate(measures):
         n_computed = sum(v[1] is not None for v in info[e].values())
-        timing = {"seconds": time.perf_counter() - t_start, "ray_start_seconds": t_ray, "encode_seconds": encode_seconds[e],
+        timing = {"seconds": time.perf_counter() - t_start, "ray_start_seconds": t_ray, "first_batch_seconds": t_first or 0.0,
+                  "encode_seconds": encode_seconds[e],
                   "encode_in_workers": 1.0, "views_encoded": float(n_computed * m.per_image), "batch_size": float(sizes[e]),
                   "workers": float(actors), "gpu_actors": float(on_gpu), "encoders_in_run": float(len(heads))}
         out.append(assemble_sets(sets, info[e], by_sha[e], skipped, m, timing))

@@ -276,6 +276,10 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     """Audit ``images`` against an encoder; returns a :class:`ScanResult`."""
     t0 = _dt.datetime.now(_dt.timezone.utc)
     check_rates(opts.fpr, opts.fdr, opts.alpha)
+    if opts.engine == "ray":  # Ray starts while the images, the bundle and the encoders load
+        from auditmi.engines.ray_connect import start_connecting
+
+        start_connecting()
     inputs = gather_images(images, opts)
     setup = load_setup(opts)
     emb = embed(inputs, setup, opts, progress)
