@@ -63,9 +63,15 @@ def start_connecting() -> None:
 
         def run() -> None:
             try:
-                fut.set_result(_connect_now())
+                started = _connect_now()
             except BaseException as e:  # handed to connect(), which raises it in the caller's thread
                 fut.set_exception(e)
+                return
+            fut.set_result(started)
+            if started:
+                # A local Ray's head processes die with the THREAD that started them (Linux
+                # PR_SET_PDEATHSIG), so this one stays parked until the process exits.
+                threading.Event().wait()
 
         _pending = fut
         threading.Thread(target=run, name="auditmi-ray-connect", daemon=True).start()
