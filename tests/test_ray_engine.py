@@ -373,3 +373,14 @@ def test_ray_started_in_the_background_hands_its_error_to_connect(monkeypatch: p
     assert calls == ["auditmi-ray-connect"]
     monkeypatch.setattr(rc, "_connect_now", lambda: False)
     assert rc.connect() is False  # a later call starts afresh, in this thread
+
+
+@pytest.mark.slow
+def test_cli_scan_starting_its_own_ray_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without RAY_ADDRESS the CLI starts a local Ray in a background thread while the scan loads;
+    Ray's head processes must outlive that thread (they die with the thread that spawned them)."""
+    pytest.importorskip("ray.data")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sus, ref = example_subset(tmp_path, 6, 40)
+    rep = _scan(sus, ref, tmp_path / "ray.json", tmp_path / "cache", "--engine", "ray", "--workers", "1")
+    assert rep["score"]["name"] == "EncoderMI-R" and rep["config"]["engine"] == "ray"
