@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from auditmi.cache import FeatureCache
-from auditmi.difficulty import CalibratedScores, calibrated_scores
+from auditmi.difficulty import CalibratedScores, calibrated_scores, uses_neighbours
 from auditmi.encoders.base import Encoder
 from auditmi.engines import EngineOptions, compute_features
 from auditmi.errors import InputError
 from auditmi.images import Skipped
-from auditmi.measures import signal_cache_key
+from auditmi.measures import embed_whole_files, signal_cache_key
+from auditmi.neighbours import reference_nn, suspect_nn
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SignalSet, summaries
 from auditmi.stats import ReferenceThreshold, reference_threshold
@@ -105,10 +106,26 @@ def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder
                              "Keep the image folders unchanged while a scan runs, then re-run it (cached work is kept).")
         sus_k.append(summaries(a.raw, views.n_views))
         ref_k.append(summaries(b.raw, views.n_views))
+        if uses_neighbours(shadows.spec):
+            sus_k[-1], ref_k[-1] = with_neighbours(sus_k[-1], ref_k[-1], ts, tr, enc, views, seed, prog(f"neighbours: shadow {i + 1}/{shadows.k}"))
     n = views.n_views
-    cs = calibrated_scores(summaries(ts.raw, n), np.stack(sus_k, axis=1), ts.sha256,
-                           summaries(tr.raw, n), np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
+    t_sus, t_ref = summaries(ts.raw, n), summaries(tr.raw, n)
+    if uses_neighbours(shadows.spec):
+        t_sus, t_ref = with_neighbours(t_sus, t_ref, ts, tr, encoder, views, seed, prog("neighbours: audited encoder"))
+    cs = calibrated_scores(t_sus, np.stack(sus_k, axis=1), ts.sha256, t_ref, np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
     return EncoderMIR(cs, ts, tr)
+
+
+def with_neighbours(sus: np.ndarray, ref: np.ndarray, ts: SignalSet, tr: SignalSet, encoder: Encoder, views: ViewConfig, seed: int,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Suspect and reference summaries with the neighbourhood signal under ``encoder`` appended
+    (:mod:`auditmi.neighbours`; one whole-image embedding per image, in this process)."""
+    total = len(ts.paths) + len(tr.paths)
+    emb = embed_whole_files([*ts.paths, *tr.paths], encoder, views)
+    if progress:
+        progress(total, total)
+    e_sus, e_ref = emb[: len(ts.paths)], emb[len(ts.paths):]
+    return (np.c_[sus, suspect_nn(e_sus, e_ref, ts.sha256, seed)], np.c_[ref, reference_nn(e_ref)])
 
 
 def _family(desc: dict[str, Any]) -> str | None:

@@ -199,13 +199,14 @@ def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Enc
 
     suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
     n_img = 4 + MIN_REFERENCE
-    feature_views, signal_views = n_img * 10, n_img * 11
+    feature_views, signal_views = n_img * 10, n_img * (11 + 1)  # views + whole image, then the whole image for nn_ref
     monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
     with EmbedService(local, token=SECRET) as svc:
         cfg = _config(tmp_path, svc.url, budget_views=feature_views + signal_views // 2)  # covers features, not the signals
         proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
                        "--reference", reference, "--quiet", "--no-cache")
-    line = f"{n_img} images x (10 + 11 for EncoderMI-R's signals) views = {feature_views + signal_views} views"
+    line = (f"{n_img} images x (10 + 11 for EncoderMI-R's signals + 1 for its neighbourhood signal) views = "
+            f"{feature_views + signal_views} views")
     assert_user_error(proc, 2, line, "over the query budget", "budget_views")
     assert svc.log == []
 

@@ -48,6 +48,16 @@ def encoders(
             out.print(f"open_clip:{model}@{tag}", markup=False)
 
 
+def _score_uses_neighbours(shadows_meta: dict) -> bool:
+    """Whether a bundle's EncoderMI-R score uses the neighbourhood signal (False when unreadable)."""
+    from auditmi.difficulty import ScoreSpec, uses_neighbours
+
+    try:
+        return uses_neighbours(ScoreSpec.from_dict(shadows_meta["score"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration: Path | None = None, views: int | None = None,
                    batch_size: int | None = None) -> None:
     """Before a job with an HTTP encoder (scan, evaluate, calibrate --shadow-encoder): print the requests
@@ -84,10 +94,15 @@ def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration:
 
         signals = len(counts) > 1 and counts[1] >= MIN_REFERENCE
     extra = [plan(cfg, n, n_views + 1, batch_size) for n in counts] if signals else []
+    # A score that uses the neighbourhood signal (auditmi.neighbours) embeds each whole image once more.
+    nn = signals and _score_uses_neighbours(meta["shadows"])
+    if nn:
+        extra += [plan(cfg, n, 1, batch_size) for n in counts]
     total = dataclasses.replace(plans[0], n_images=sum(counts), views=sum(p.views for p in plans + extra),
                                 requests=sum(p.requests for p in plans + extra))
     # With EncoderMI-R each image is sent twice: its views for the features, then its views and the whole image.
-    per_image = f"({n_views} + {n_views + 1} for EncoderMI-R's signals) views" if signals else None
+    per_image = (f"({n_views} + {n_views + 1} for EncoderMI-R's signals{' + 1 for its neighbourhood signal' if nn else ''}) views"
+                 if signals else None)
     if total.over_budget:
         raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults", per_image)
     err.print(total.describe(per_image), markup=False, highlight=False)
