@@ -211,6 +211,25 @@ def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Enc
     assert svc.log == []
 
 
+def test_scan_with_encodermi_r_sends_what_the_plan_says(tmp_path: Path, local: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the budget, a scan with EncoderMI-R (the example bundle's score uses the neighbourhood
+    signal) sends exactly the images the plan printed: views, then views + whole image, then the whole image."""
+    from auditmi.calibrated_scan import MIN_REFERENCE
+
+    suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
+    n_img = 4 + MIN_REFERENCE
+    planned = n_img * (10 + 11 + 1)
+    monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
+    with EmbedService(local, token=SECRET) as svc:
+        cfg = _config(tmp_path, svc.url)
+        proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
+                       "--reference", reference, "--quiet", "--no-cache", "--json", tmp_path / "r.json")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert f"= {planned} views" in " ".join(proc.stderr.split())
+    assert sum(n for _, status, n, _ in svc.log if status == 200) == planned
+    assert json.loads((tmp_path / "r.json").read_text())["score"]["name"] == "EncoderMI-R"
+
+
 def test_calibrate_and_evaluate_print_the_plan_and_keep_the_budget(tmp_path: Path, local: Encoder, images: tuple[Path, Path],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """calibrate --shadow-encoder http:... and evaluate print the same plan line as scan, before any
