@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from auditmi.cache import FeatureCache
-from auditmi.difficulty import CalibratedScores, calibrated_scores
+from auditmi.difficulty import CalibratedScores, calibrated_scores, uses_neighbours
 from auditmi.encoders.base import Encoder
 from auditmi.engines import EngineOptions, Head, compute_features, compute_sets
 from auditmi.errors import InputError
-from auditmi.measures import SIGNALS, signal_cache_key
+from auditmi.measures import SIGNALS, embed_whole_files, signal_cache_key
+from auditmi.neighbours import reference_nn, suspect_nn
 from auditmi.pipeline import FeatureSet
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SignalSet, summaries
@@ -70,13 +71,20 @@ def signal_set(fs: FeatureSet) -> SignalSet:
     return SignalSet([r.path for r in fs.rows], [r.sha256 for r in fs.rows], raw, fs.skipped)
 
 
-def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[FeatureSet]], shadows: ShadowSet, n_views: int,
-                  seed: int) -> CalibratedScores:
+def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[FeatureSet]], shadows: ShadowSet, views: ViewConfig,
+                  seed: int, encoders: Sequence[Encoder], progress: Progress | None = None) -> CalibratedScores:
     """EncoderMI-R scores from the audited encoder's signals of suspects (``ts``) and reference
     (``tr``) and each shadow's signal rows (``shadow_sets[k]``: its FeatureSets, any lists,
-    matched to ``ts`` and ``tr`` by sha256)."""
+    matched to ``ts`` and ``tr`` by sha256). ``encoders``: the audited encoder, then the shadows,
+    for a score that uses the neighbourhood signal (:func:`with_neighbours`)."""
+    n_views = views.n_views
+    nn = uses_neighbours(shadows.spec)
+
+    def prog(stage: str) -> Callable[[int, int], None] | None:
+        return (lambda d, t: progress(stage, d, t)) if progress else None
+
     sus_k, ref_k = [], []
-    for sets in shadow_sets:
+    for i, sets in enumerate(shadow_sets):
         by_sha = {r.sha256: row for fs in sets for r, row in zip(fs.rows, fs.features, strict=True)}
         missing = [str(p) for p, h in [*zip(ts.paths, ts.sha256, strict=True), *zip(tr.paths, tr.sha256, strict=True)] if h not in by_sha]
         if missing:  # the local engine reads the files once per encoder: one changed or vanished meanwhile
@@ -84,8 +92,13 @@ def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[F
                              "Keep the image folders unchanged while a scan runs, then re-run it (cached work is kept).")
         sus_k.append(summaries(np.stack([by_sha[h] for h in ts.sha256]), n_views))
         ref_k.append(summaries(np.stack([by_sha[h] for h in tr.sha256]), n_views))
-    return calibrated_scores(summaries(ts.raw, n_views), np.stack(sus_k, axis=1), ts.sha256,
-                             summaries(tr.raw, n_views), np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
+        if nn:
+            sus_k[-1], ref_k[-1] = with_neighbours(sus_k[-1], ref_k[-1], ts, tr, encoders[i + 1], views, seed,
+                                                   prog(f"neighbours: shadow {i + 1}/{shadows.k}"))
+    t_sus, t_ref = summaries(ts.raw, n_views), summaries(tr.raw, n_views)
+    if nn:
+        t_sus, t_ref = with_neighbours(t_sus, t_ref, ts, tr, encoders[0], views, seed, prog("neighbours: audited encoder"))
+    return calibrated_scores(t_sus, np.stack(sus_k, axis=1), ts.sha256, t_ref, np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
 
 
 @dataclass
@@ -111,7 +124,19 @@ def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder
     cb = (lambda d, t: progress(f"signals: encoder and {shadows.k} shadows", d, t)) if progress else None
     res = compute_sets([suspects, reference], heads, views, seed, engine, cb)
     ts, tr = signal_set(res[0][0]), signal_set(res[0][1])
-    return EncoderMIR(score_signals(ts, tr, res[1:], shadows, views.n_views, seed), ts, tr)
+    return EncoderMIR(score_signals(ts, tr, res[1:], shadows, views, seed, [h.encoder for h in heads], progress), ts, tr)
+
+
+def with_neighbours(sus: np.ndarray, ref: np.ndarray, ts: SignalSet, tr: SignalSet, encoder: Encoder, views: ViewConfig, seed: int,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Suspect and reference summaries with the neighbourhood signal under ``encoder`` appended
+    (:mod:`auditmi.neighbours`; one whole-image embedding per image, in this process)."""
+    total = len(ts.paths) + len(tr.paths)
+    emb = embed_whole_files([*ts.paths, *tr.paths], encoder, views)
+    if progress:
+        progress(total, total)
+    e_sus, e_ref = emb[: len(ts.paths)], emb[len(ts.paths):]
+    return (np.c_[sus, suspect_nn(e_sus, e_ref, ts.sha256, seed)], np.c_[ref, reference_nn(e_ref)])
 
 
 def _family(desc: dict[str, Any]) -> str | None:
@@ -178,17 +203,18 @@ class RStep:
 
 
 def encodermi_r_step(suspects: FeatureSet, reference: FeatureSet, shadow_sets: Sequence[Sequence[FeatureSet]], shadows: ShadowSet,
-                     views: ViewConfig, seed: int, fpr: float) -> RStep:
+                     views: ViewConfig, seed: int, fpr: float, encoders: Sequence[Encoder], progress: Progress | None = None) -> RStep:
     """The scoring step of a scan with EncoderMI-R: scores, out-of-fold reference scores, threshold at ``fpr``.
 
     ``suspects`` and ``reference``: the scan's distinct images from the audited encoder's ``both``
     pass (rows with their raw signals); ``shadow_sets``: each shadow's signal rows from the same
-    engine call (:func:`auditmi.engines.compute_sets`). Reference images every shadow trained on
+    engine call (:func:`auditmi.engines.compute_sets`); ``encoders``: the audited encoder, then the
+    shadows (for the neighbourhood signal). Reference images every shadow trained on
     are left out (``reference_kept``; listed in the score section); a suspect every shadow trained
     on is refused with the reason, since its difficulty cannot be estimated.
     """
     ts, tr = signal_set(suspects), signal_set(reference)
-    cs = score_signals(ts, tr, shadow_sets, shadows, views.n_views, seed)
+    cs = score_signals(ts, tr, shadow_sets, shadows, views, seed, encoders, progress)
     if not cs.suspect_kept.all():
         bad = [str(p) for p, k in zip(ts.paths, cs.suspect_kept, strict=True) if not k]
         raise InputError(f"{len(bad)} suspect image(s) were training images of every shadow encoder of the calibration, so their "

@@ -8,7 +8,9 @@ image's score is how much better the audited encoder aligns it than that predict
 (difficulty calibration, Watson et al. 2022; LiRA offline, Carlini et al. 2022; SSLMem's
 "alignment under encoders not trained on x" baseline, Wang et al. 2024).
 
-Inputs are the summary signals of :mod:`auditmi.signals`:
+Inputs are the signals of :data:`auditmi.signals.SCORE_SIGNALS` in that order: the summary
+signals of :mod:`auditmi.signals`, then (when the score uses it) the neighbourhood signal of
+:mod:`auditmi.neighbours`; a score that does not use the last may be given the summaries alone:
 
 * ``target``: (N, d) for the audited encoder,
 * ``shadows``: (N, K, d) for K shadows, NaN where a shadow must not be used for an image (it
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from auditmi.signals import SUMMARY_NAMES
+from auditmi.signals import SCORE_SIGNALS, SUMMARY_NAMES
 
 if TYPE_CHECKING:
     from auditmi.shadow_set import ShadowSet
@@ -67,7 +69,7 @@ class ScoreSpec:
             raise ValueError(f"unknown difficulty regression {d.get('regression')!r}; known: {', '.join(REGRESSIONS)}")
         spec = cls(regression=d["regression"], weights=[float(w) for w in d["weights"]], signals=list(d["signals"]),
                    folds=int(d.get("folds", 10)), chosen_by=dict(d.get("chosen_by", {})))
-        if len(spec.weights) != len(spec.signals) or any(s not in SUMMARY_NAMES for s in spec.signals):
+        if len(spec.weights) != len(spec.signals) or any(s not in SCORE_SIGNALS for s in spec.signals):
             raise ValueError("score spec: weights and signals must match and name known summary signals")
         return spec
 
@@ -86,7 +88,12 @@ class DifficultyFit:
 
 
 def _cols(spec: ScoreSpec) -> np.ndarray:
-    return np.array([SUMMARY_NAMES.index(s) for s in spec.signals])
+    return np.array([SCORE_SIGNALS.index(s) for s in spec.signals])
+
+
+def uses_neighbours(spec: ScoreSpec) -> bool:
+    """Whether the score needs the neighbourhood signal (:mod:`auditmi.neighbours`) of every image."""
+    return any(s not in SUMMARY_NAMES and w != 0 for s, w in zip(spec.signals, spec.weights, strict=True))
 
 
 def shadow_mean(shadows: np.ndarray) -> np.ndarray:
@@ -109,6 +116,8 @@ def fit(target: np.ndarray, shadows: np.ndarray, spec: ScoreSpec) -> DifficultyF
     t = np.asarray(target, dtype=np.float64)
     m = shadow_mean(shadows)
     cols = _cols(spec)
+    if cols.max() >= t.shape[1]:
+        raise ValueError(f"the score uses {spec.signals[int(np.argmax(cols))]!r} but the signals given have only {t.shape[1]} columns")
     n = t.shape[0]
     if n < 10:
         raise ValueError(f"the difficulty model needs at least 10 reference images, got {n}")
@@ -234,7 +243,7 @@ def fit_quality(target_ref: np.ndarray, shadow_ref: np.ndarray, spec: ScoreSpec,
     (weighted by |weight|): the share of the reference's between-image variance the shadows explain."""
     z = cross_fit_residuals(target_ref, shadow_ref, spec, seed=seed)
     f = fit(target_ref, shadow_ref, spec)
-    cols = [SUMMARY_NAMES.index(s) for s in spec.signals]
+    cols = [SCORE_SIGNALS.index(s) for s in spec.signals]
     w = np.abs(np.asarray(spec.weights))
     r2 = []
     for k, j in enumerate(cols):

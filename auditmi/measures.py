@@ -235,3 +235,28 @@ def measure_pixels(encoder: Encoder, pixels: Sequence[torch.Tensor], shas: Seque
     m = Measure(kind, view_cfg.n_views)
     views = [params_for_image(int(p.shape[1]), int(p.shape[2]), s, seed, view_cfg) for p, s in zip(pixels, shas, strict=True)]
     return measure_decoded(pixels, views, Embedder(encoder, encoder.batch_size or 256, m.normalize), m)
+
+
+def embed_whole(encoder: Encoder, pixels: Sequence[torch.Tensor], batch_size: int | None = None) -> np.ndarray:
+    """Unit-norm embeddings (float32, (N, D)) of whole decoded images ((3, H, W) uint8 at the
+    working side), rendered exactly as the signal pass renders the whole image (the neighbourhood
+    signal, :mod:`auditmi.neighbours`). Runs in this process."""
+    bs = batch_size or encoder.batch_size or 256
+    emb = Embedder(encoder, bs, normalize=True)
+    out = []
+    for s in range(0, len(pixels), bs):
+        chunk = list(pixels[s:s + bs])
+        imgs, _ = pad_batch(chunk)
+        hw = torch.tensor([[int(p.shape[1]), int(p.shape[2])] for p in chunk])
+        out.append(emb(imgs.to(encoder.device), whole_params(hw[:, 0], hw[:, 1])).cpu().numpy().astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def embed_whole_files(paths: Sequence[Any], encoder: Encoder, view_cfg: ViewConfig, batch_size: int | None = None) -> np.ndarray:
+    """:func:`embed_whole` of image files, decoded at the encoder's working side as the engines
+    decode them. The files were read once already by the signal pass; one that fails now raises."""
+    from auditmi.images import load_image
+
+    side = working_side(encoder.input_size, view_cfg)
+    pix = [torch.from_numpy(np.ascontiguousarray(load_image(p, side).pixels)).permute(2, 0, 1).contiguous() for p in paths]
+    return embed_whole(encoder, pix, batch_size)

@@ -35,7 +35,7 @@ from auditmi.encoders.base import Encoder, prepare_module
 from auditmi.encoders.local import WEIGHTS_NAME, load_local, read_config
 from auditmi.errors import CalibrationError, InputError
 from auditmi.images import LoadedImage, load_many
-from auditmi.measures import measure_pixels
+from auditmi.measures import embed_whole, measure_pixels
 from auditmi.models import build_backbone
 from auditmi.shadow import TrainConfig, train_encoder
 from auditmi.shadow_game import choose_spec
@@ -123,6 +123,13 @@ def public_signals(public: PublicImages, checkpoints: Sequence[Path], view_cfg: 
                for s in range(0, len(public.images), batch)]
         out.append(summaries(np.concatenate(raw), view_cfg.n_views))
     return np.stack(out, axis=1)
+
+
+def public_embeddings(public: PublicImages, checkpoints: Sequence[Path], device: torch.device | str = "cpu") -> np.ndarray:
+    """(P, K, D) unit-norm whole-image embeddings of the public images under each shadow (the
+    shadow game's neighbourhood signal, :mod:`auditmi.neighbours`)."""
+    pix = [_tensor(li) for li in public.images]
+    return np.stack([embed_whole(load_local(ck, torch.device(device)), pix) for ck in checkpoints], axis=1)
 
 
 NO_SHADOWS_REASON = (
@@ -264,7 +271,8 @@ def build_shadow_set(public: PublicImages, k: int, cfg: TrainConfig, view_cfg: V
     spec = DEFAULT_SPEC
     if k >= 2:
         try:
-            spec = choose_spec(public_signals(public, finals, view_cfg, seed, device), inc, seed=seed)
+            spec = choose_spec(public_signals(public, finals, view_cfg, seed, device), inc, seed=seed,
+                               embeddings=public_embeddings(public, finals, device))
         except ValueError as e:  # too few public images for the game: keep the default, say why
             spec = replace(DEFAULT_SPEC, chosen_by={"method": f"default ({e})"})
     training = [[public.sha256[j] for j in np.flatnonzero(row)] for row in inc]

@@ -46,6 +46,12 @@ SUMMARY_NAMES: tuple[str, ...] = (
     "pair_logit_mean", "whole_logit_mean",
 )
 
+#: Signals that depend on the reference set as well as on the image (:mod:`auditmi.neighbours`).
+NEIGHBOUR_NAMES: tuple[str, ...] = ("nn_ref",)
+
+#: Every signal EncoderMI-R can calibrate: an image's summaries, then its neighbourhood signal.
+SCORE_SIGNALS: tuple[str, ...] = SUMMARY_NAMES + NEIGHBOUR_NAMES
+
 
 def layout(n_views: int) -> dict[str, slice]:
     """Where each block sits in an image's raw signal vector."""

@@ -61,7 +61,9 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
     import torch
 
     from auditmi.calibrated_scan import cached_signals
+    from auditmi.difficulty import uses_neighbours
     from auditmi.encoders.local import load_local
+    from auditmi.measures import embed_whole_files
     from auditmi.shadow_set import load_shadows, shadow_encoder
     from auditmi.signals import summaries
 
@@ -83,8 +85,12 @@ def calibrated_null(splits: int, n_unseen: int = 1000) -> dict:
     ts = cached_signals(paths, load_local(EX / "encoder", cpu), cal.views, 0, cache)
     t = summaries(ts.raw, n)
     sh = np.stack([summaries(cached_signals(paths, shadow_encoder(e, cpu), cal.views, 0, cache).raw, n) for e in ss.shadows], axis=1)
+    # The neighbourhood signal depends on the reference: null_splits recomputes it on every split
+    # from the whole-image embeddings (the scan's own embed_whole_files), target first.
+    emb = ([embed_whole_files(ts.paths, enc, cal.views) for enc in [load_local(EX / "encoder", cpu), *(shadow_encoder(e, cpu) for e in ss.shadows)]]
+           if uses_neighbours(ss.spec) else None)
     return {"pool": f"{n_unseen} unseen test images + the {len(paths) - n_unseen} reference images", "shadows": ss.k,
-            "score": ss.spec.to_dict(), **null_splits(t, sh, ss.spec, splits, ts.sha256)}
+            "score": ss.spec.to_dict(), **null_splits(t, sh, ss.spec, splits, ts.sha256, emb=emb)}
 
 
 def _reference_free_p(ac, suspect_scores: np.ndarray, thr: float, alpha: float) -> float:

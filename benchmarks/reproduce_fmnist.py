@@ -12,8 +12,15 @@ Protocol (method.md, "Reference experimental setup", scaled down):
 
 All features go through the product's own pipeline (PNG files -> auditmi.pipeline.compute_features).
 
+Raw versus calibrated (EncoderMI-R, issue 11): ``--calibrated DIR ...`` also scores this target's
+members and 1,000 unseen test images with EncoderMI-R, once per shadow folder of
+benchmarks/train_shadows.py (e.g. the all-known, ConvNet and MNIST shadows), by running
+benchmarks/calibrated.py with ``--target mM-eE``; the table gets one row per folder.
+
 Usage:
   python benchmarks/reproduce_fmnist.py --members 500 --epochs 400 [--train] [--device cpu] [--out benchmarks/RESULTS-fmnist.md]
+  python benchmarks/reproduce_fmnist.py --members 100 --epochs 1500 --settings "all known" --skip-early-stopping \
+      --calibrated benchmarks/.work/shadows-m100 benchmarks/.work/shadows benchmarks/.work/shadows-convnet
 Encoders are trained by benchmarks/fmnist_setup.py (run with --train here to train missing ones
 sequentially; each run resumes from its checkpoints).
 """
@@ -98,6 +105,9 @@ def main() -> None:
     ap.add_argument("--skip-early-stopping", action="store_true")
     ap.add_argument("--settings", default="all known,different architecture,different distribution (MNIST shadow)",
                     help="comma-separated settings to evaluate; add 'different recipe' to include the Adam/temperature-0.2 shadow")
+    ap.add_argument("--calibrated", nargs="*", default=[], metavar="SHADOWS_DIR",
+                    help="also score the target with EncoderMI-R against these benchmarks/train_shadows.py folders")
+    ap.add_argument("--splits", type=int, default=1000, help="null splits of each calibrated run")
     a = ap.parse_args()
     t_start = time.time()
     splits = make_splits(a.members)
@@ -169,6 +179,18 @@ def main() -> None:
             es.append(row)
             print("early stopping", row, flush=True)
         results["early_stopping"] = es
+    if a.calibrated:
+        import subprocess
+
+        results["calibrated"] = {}
+        for sdir in a.calibrated:
+            out_json = Path(a.json).with_name(f"{Path(a.json).stem}-calibrated-{Path(sdir).name}.json")
+            subprocess.run([sys.executable, str(Path(__file__).with_name("calibrated.py")), "--target", f"m{a.members}-e{a.epochs}",
+                            "--shadows-dir", sdir, "--splits", str(a.splits), "--json", str(out_json)], check=True, stdout=subprocess.DEVNULL)
+            c = json.loads(out_json.read_text())
+            results["calibrated"][Path(sdir).name] = {k: c[k] for k in ("n_shadows", "spec", "evaluation", "raw", "calibrated", "null_splits",
+                                                                         "null_draws_40_unseen") if k in c} | {"json": str(out_json)}
+            print("calibrated", sdir, c["calibrated"], flush=True)
     results["seconds"] = time.time() - t_start
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +221,16 @@ def render_markdown(r: dict, cmd: str) -> str:
         for e in r["early_stopping"]:
             lines.append(f"| {e['epoch']} | {f(e['linear_probe_accuracy'])} | {f(e.get('T_accuracy'))} | {f(e.get('V_accuracy'))} | "
                          f"{f(e.get('S_accuracy'))} | {f(e.get('V_auc'))} |")
+    if r.get("calibrated"):
+        lines += ["", "Raw versus calibrated (EncoderMI-R; all target members not used to train a shadow vs 1,000 unseen test images, "
+                  "reference: examples/fashion/reference):", "",
+                  "| shadows | K | score chosen by the game | raw pair_mean AUC | calibrated AUC | calibrated TPR@1%FPR | "
+                  "null splits: rank / BH |", "|---|---|---|---|---|---|---|"]
+        for name, c in r["calibrated"].items():
+            ns = c.get("null_splits", {})
+            lines.append(f"| {name} | {c['n_shadows']} | {c['spec']['regression']}/{c['spec'].get('chosen_by', {}).get('combination', '-')} | "
+                         f"{f(c['raw']['pair_mean']['auc'])} | {f(c['calibrated']['auc'])} | {f(c['calibrated']['tpr_at_1pct_fpr'])} | "
+                         f"{f(ns.get('rank_test_rejection_rate'))} / {f(ns.get('bh_any_flag_rate'))} |")
     lines += ["", f"Total evaluation time: {r['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

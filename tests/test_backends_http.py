@@ -199,8 +199,8 @@ def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Enc
 
     suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
     n_img = 4 + MIN_REFERENCE
-    views = n_img * 11
-    line = f"{n_img} images x (10 views + the whole image, for EncoderMI-R's signals) = {views} views"
+    views = n_img * (11 + 1)  # views + whole image, then the whole image for the neighbourhood signal (the example bundle's score)
+    line = f"{n_img} images x (10 views + the whole image for EncoderMI-R's signals, + 1 whole image for its neighbourhood signal) = {views} views"
     monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
     with EmbedService(local, token=SECRET) as svc:
         cfg = _config(tmp_path, svc.url, budget_views=views - 1)
@@ -213,10 +213,29 @@ def test_scan_plan_counts_the_encodermi_r_signal_pass(tmp_path: Path, local: Enc
         proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
                        "--reference", reference, "--quiet", "--no-cache", "--json", out)
         assert proc.returncode == 0, proc.stderr
-        expected = request_count(n_img, 11, 32, 16)
+        expected = request_count(n_img, 11, 32, 16) + request_count(n_img, 1, 32, 16)
         assert f"{line} in at most {expected} requests" in " ".join(proc.stderr.split())
         assert len(svc.log) == expected and sum(n for _, _, n, _ in svc.log) == views
     assert json.loads(out.read_text())["score"]["name"] == "EncoderMI-R"
+
+
+def test_scan_with_encodermi_r_sends_what_the_plan_says(tmp_path: Path, local: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the budget, a scan with EncoderMI-R (the example bundle's score uses the neighbourhood
+    signal) sends exactly the images the plan printed: views + whole image (once), then the whole image."""
+    from auditmi.calibrated_scan import MIN_REFERENCE
+
+    suspect, reference = example_subset(tmp_path, 4, MIN_REFERENCE)
+    n_img = 4 + MIN_REFERENCE
+    planned = n_img * (11 + 1)
+    monkeypatch.setenv("AUDITMI_TEST_KEY", SECRET)
+    with EmbedService(local, token=SECRET) as svc:
+        cfg = _config(tmp_path, svc.url)
+        proc = run_cli("scan", suspect, "--encoder", f"http:{cfg}", "--calibration", EXAMPLE / "calibration",
+                       "--reference", reference, "--quiet", "--no-cache", "--json", tmp_path / "r.json")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert f"= {planned} views" in " ".join(proc.stderr.split())
+    assert sum(n for _, status, n, _ in svc.log if status == 200) == planned
+    assert json.loads((tmp_path / "r.json").read_text())["score"]["name"] == "EncoderMI-R"
 
 
 def test_calibrate_and_evaluate_print_the_plan_and_keep_the_budget(tmp_path: Path, local: Encoder, images: tuple[Path, Path],

@@ -45,6 +45,7 @@ def test_scan_embeds_the_audited_encoder_once_with_the_scores_of_separate_passes
                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from auditmi.cache import FeatureCache
     from auditmi.calibration import load_calibration
+    from auditmi.difficulty import uses_neighbours
     from auditmi.encoders.local import load_local
     from auditmi.engines import compute_features
     from auditmi.jobs.scan import ScanOptions, run_scan
@@ -61,7 +62,10 @@ def test_scan_embeds_the_audited_encoder_once_with_the_scores_of_separate_passes
                        cache_dir=tmp_path / "one-pass")
     one = run_scan([sus], opts)
     assert one.score is not None and one.score.name == "EncoderMI-R"
-    assert counts["audited"] == n_img * (cfg.n_views + 1)  # each image once: its 10 views and the whole image
+    # Each image once through the engine: its 10 views and the whole image (and once more, the whole
+    # image alone, when the bundle's score uses the neighbourhood signal: auditmi.neighbours).
+    nn = int(uses_neighbours(load_shadows(cal.meta, cal.path).spec))
+    assert counts["audited"] == n_img * (cfg.n_views + 1 + nn)
 
     # Today's separate passes, each filling its own cache: the audited encoder's feature pass
     # (suspects, then reference) and one signal pass per encoder over both lists.
@@ -75,7 +79,7 @@ def test_scan_embeds_the_audited_encoder_once_with_the_scores_of_separate_passes
                          cache=FeatureCache(root, signal_cache_key(e, cfg, 0)))
     counts["audited"] = 0
     sep = run_scan([sus], dataclasses.replace(opts, cache_dir=root))
-    assert counts["audited"] == 0  # the scan found every row in the caches the separate passes wrote
+    assert counts["audited"] == n_img * nn  # every row came from the caches the separate passes wrote
     assert sep.verdict == one.verdict
     a, b = _by_path(one), _by_path(sep)
     assert a.keys() == b.keys() and len(a) == 12

@@ -48,6 +48,16 @@ def encoders(
             out.print(f"open_clip:{model}@{tag}", markup=False)
 
 
+def _score_uses_neighbours(shadows_meta: dict) -> bool:
+    """Whether a bundle's EncoderMI-R score uses the neighbourhood signal (False when unreadable)."""
+    from auditmi.difficulty import ScoreSpec, uses_neighbours
+
+    try:
+        return uses_neighbours(ScoreSpec.from_dict(shadows_meta["score"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration: Path | None = None, views: int | None = None,
                    batch_size: int | None = None, one_pass: bool = False) -> None:
     """Before a job with an HTTP encoder (scan, evaluate, calibrate --shadow-encoder): print the requests
@@ -86,8 +96,13 @@ def http_preflight(spec: str, image_sets: Sequence[Sequence[Path]], calibration:
         signals = len(counts) > 1 and counts[1] >= MIN_REFERENCE
     per_image = n_views + 1 if signals else n_views
     plans = [plan(cfg, sum(counts), per_image, batch_size)] if one_pass else [plan(cfg, n, n_views, batch_size) for n in counts]
+    # A score that uses the neighbourhood signal (auditmi.neighbours) then embeds each whole image once more.
+    nn = signals and _score_uses_neighbours(meta["shadows"])
+    if nn:
+        plans.append(plan(cfg, sum(counts), 1, batch_size))
     total = dataclasses.replace(plans[0], n_images=sum(counts), views=sum(p.views for p in plans), requests=sum(p.requests for p in plans))
-    what = f"({n_views} views + the whole image, for EncoderMI-R's signals)" if signals else None
+    what = (f"({n_views} views + the whole image for EncoderMI-R's signals{', + 1 whole image for its neighbourhood signal' if nn else ''})"
+            if signals else None)
     if total.over_budget:
         raise over_budget_error(total, cfg.source if cfg.source != "url" else "the http:URL defaults", what)
     err.print(total.describe(what), markup=False, highlight=False)

@@ -183,6 +183,7 @@ class Embedded:
     suspects: FeatureSet
     reference: FeatureSet | None
     shadows: list[list[FeatureSet]] = field(default_factory=list)  # [shadow][suspects, reference]; empty without EncoderMI-R
+    encoders: list[Encoder] = field(default_factory=list)  # the audited encoder, then the shadows (EncoderMI-R)
 
 
 def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Progress | None) -> Embedded:
@@ -209,7 +210,7 @@ def embed(inputs: ScanInputs, setup: ScanSetup, opts: ScanOptions, progress: Pro
     rs = res[0][1] if inputs.reference else None
     if rs is not None:
         require_usable(rs, "reference")
-    return Embedded(fs, rs, res[1:])
+    return Embedded(fs, rs, res[1:], [h.encoder for h in heads] if calibrated else [])
 
 
 def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: float | None) -> Scores:
@@ -228,12 +229,12 @@ def score(fs: FeatureSet, rs: FeatureSet | None, ac: AttackCalibration, fpr: flo
     return Scores(scores, probs, scores >= thr, Threshold(thr, thr_kind, cal_fpr, cal_tpr, n_null, fp), ref_scores)
 
 
-def score_calibrated(fs: FeatureSet, rs: FeatureSet, shadows: list[list[FeatureSet]], setup: ScanSetup,
-                     opts: ScanOptions) -> tuple[Scores, FeatureSet]:
+def score_calibrated(fs: FeatureSet, rs: FeatureSet, emb: Embedded, setup: ScanSetup, opts: ScanOptions,
+                     progress: Progress | None) -> tuple[Scores, FeatureSet]:
     """Step 4 with a reference and a bundle carrying shadows: EncoderMI-R (see auditmi.calibrated_scan)."""
     assert setup.shadows is not None
     fpr = 0.05 if opts.fpr is None else opts.fpr
-    r = encodermi_r_step(fs, rs, shadows, setup.shadows, setup.views, opts.seed, fpr)
+    r = encodermi_r_step(fs, rs, emb.shadows, setup.shadows, setup.views, opts.seed, fpr, emb.encoders, progress)
     t = r.threshold  # the audited encoder's TPR is unknown: 1.0 makes the used fraction a lower bound
     thr = Threshold(t.threshold, f"reference fpr={fpr:g} (conformal, out-of-fold)", t.expected_fpr, 1.0, t.n_reference, t.reference_above)
     return Scores(r.scores, np.full(len(r.scores), np.nan), r.scores >= t.threshold, thr, r.reference_scores, r.used), rs.subset(r.reference_kept)
@@ -286,7 +287,7 @@ def run_scan(images: Sequence[str | Path], opts: ScanOptions, progress: Progress
     sep = separate(emb.suspects, emb.reference, inputs.same_file)
     fs, rs = sep.tested, sep.reference
     if rs is not None and emb.shadows and rs.n >= MIN_REFERENCE:
-        sc, rs = score_calibrated(fs, rs, emb.shadows, setup, opts)
+        sc, rs = score_calibrated(fs, rs, emb, setup, opts, progress)
     else:
         sc = score(fs, rs, setup.attack, opts.fpr)
         note = None if rs is None else (NO_SHADOWS_REASON if setup.shadows is None else too_small_reason(rs.n))

@@ -7,7 +7,7 @@ here by sha256). The EncoderMI-R score is chosen on the shadows alone (auditmi.s
 as ``auditmi calibrate --shadow-data DIR --shadows K`` does. examples/fashion/encoder is not touched.
 
 Usage (from the repository root, after the shadows are trained):
-  python examples/fashion/build_shadows.py [--shadows-dir benchmarks/.work/shadows] [--max-shadows 8]
+  python examples/fashion/build_shadows.py [--shadows-dir benchmarks/.work/shadows] [--max-shadows 8] [--shadow-ids 0 1 4 5]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from auditmi.calibration import load_calibration, save_calibration
 from auditmi.datasets import fashion_mnist
 from auditmi.images import LoadedImage, decode
 from auditmi.shadow_game import choose_spec
-from auditmi.shadow_set import PublicImages, bundle_parts, load_shadows, public_signals
+from auditmi.shadow_set import PublicImages, bundle_parts, load_shadows, public_embeddings, public_signals
 from auditmi.views import working_side
 
 HERE = Path(__file__).resolve().parent
@@ -44,11 +44,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shadows-dir", default=str(ROOT / "benchmarks" / ".work" / "shadows"))
     ap.add_argument("--max-shadows", type=int, default=8)
+    ap.add_argument("--shadow-ids", type=int, nargs="*", help="only these shadows (the shipped bundle: 0 1 4 5)")
     ap.add_argument("--bundle", default=str(HERE / "calibration"))
     a = ap.parse_args()
     sdir = Path(a.shadows_dir)
     pool = json.loads((sdir / "pool.json").read_text())
     done = sorted((p for p in sdir.glob("shadow-*") if (p / "final" / "encoder.json").exists()), key=lambda p: int(p.name.split("-")[1]))
+    if a.shadow_ids:
+        done = [p for p in done if int(p.name.split("-")[1]) in a.shadow_ids]
     done = done[: a.max_shadows]
     if len(done) < 1:
         sys.exit("no finished shadow under " + str(sdir))
@@ -69,7 +72,8 @@ def main() -> None:
     public = PublicImages(imgs)
     inc = np.array([[int(i) in set(pool["members"][k]) for i in pool["pool_train_idx"]] for k in ks])
     finals = [p / "final" for p in done]
-    spec = choose_spec(public_signals(public, finals, views, seed), inc, seed=seed) if len(finals) >= 2 else None
+    spec = (choose_spec(public_signals(public, finals, views, seed), inc, seed=seed, embeddings=public_embeddings(public, finals))
+            if len(finals) >= 2 else None)
     if spec is None:
         from auditmi.shadow_set import DEFAULT_SPEC as spec
     training = [[sha_of[i] for i in pool["members"][k]] for k in ks]
