@@ -1,19 +1,22 @@
 """The Ray engine: images -> features (or raw signals) on a Ray cluster (or a Ray started on this machine).
 
-Plan of the Ray Data pipeline (one dataset, streamed):
+One Ray Data run computes the rows of every encoder of a job (a scan's audited encoder and its
+K shadows, :func:`compute_sets_ray`), over every image list (suspects and reference), so actors
+start once per scan and every file is read once. Plan of the pipeline (one dataset, streamed):
 
 1. ``from_items`` of (index, path), in blocks of :func:`read_block_size` images;
 2. CPU tasks (:func:`auditmi.engines.ray_tasks.read_decode`, one fused stage that imports no
    torch) read and hash each file, then decode it, downscale it and compute its encoder-free
-   statistics, with the same functions as the local engine. An unreadable or undecodable file
+   statistics, with the same functions as the local engine, once per distinct working side of
+   the run's encoders. An unreadable or undecodable file
    becomes a row with a skip reason, never an exception: Ray Data fails the whole job on the first
    error in user code. Images whose sha256 is already in the cache are not decoded;
 3. embedding actors (``map_batches`` with ``compute=ActorPoolStrategy(size=n)`` and
-   ``num_gpus=1`` on GPUs): each loads the encoder once, from its spec or its recipe (a
+   ``num_gpus=1`` on GPUs): each loads every encoder of the run once, from its spec or its recipe (a
    calibration bundle's shadow: the weights file and its recorded sha256; the encoder is never
    pickled into a task), renders the views of a batch of images on its device and embeds them
-   with :func:`auditmi.measures.measure_decoded` (features, or EncoderMI-R's raw signals), and
-   writes that batch's rows to the cache as one shard (atomic ``os.replace``), so a killed driver or a lost node costs only the
+   with :func:`auditmi.measures.measure_decoded` (features, EncoderMI-R's raw signals, or both),
+   and writes that batch's rows to each encoder's cache as one shard (atomic ``os.replace``), so a killed driver or a lost node costs only the
    batches that were in flight;
 4. the driver collects the rows and builds the FeatureSet with :func:`auditmi.pipeline.assemble`,
    exactly as the local engine does.
