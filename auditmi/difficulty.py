@@ -93,7 +93,7 @@ def _cols(spec: ScoreSpec) -> np.ndarray:
 
 def uses_neighbours(spec: ScoreSpec) -> bool:
     """Whether the score needs the neighbourhood signal (:mod:`auditmi.neighbours`) of every image."""
-    return any(s not in SUMMARY_NAMES and w != 0 for s, w in zip(spec.signals, spec.weights, strict=True))
+    return any(s not in SUMMARY_NAMES for s in spec.signals)
 
 
 def shadow_mean(shadows: np.ndarray) -> np.ndarray:
