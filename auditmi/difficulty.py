@@ -92,8 +92,7 @@ def _cols(spec: ScoreSpec) -> np.ndarray:
 
 
 def uses_neighbours(spec: ScoreSpec) -> bool:
-    """Whether the score needs the neighbourhood signal (:mod:`auditmi.neighbours`) of every image:
-    whenever the spec lists it, even at weight 0 (:func:`fit` models every listed signal)."""
+    """Whether the score needs the neighbourhood signal (:mod:`auditmi.neighbours`) of every image."""
     return any(s not in SUMMARY_NAMES for s in spec.signals)
 
 

@@ -179,6 +179,10 @@ def choose_spec(signals: np.ndarray, members: np.ndarray, folds: int = 5, seed: 
     _, r, c = best
     g = games[r]
     w = _weights(c, np.concatenate(g.z), np.concatenate(g.y), g.names)
-    return ScoreSpec(regression=r, weights=[float(v) for v in w], signals=list(g.names),
+    names = list(g.names)
+    if len(names) > len(SUMMARY_NAMES) and not np.any(w[len(SUMMARY_NAMES):]):
+        # the winner does not use the neighbourhood signal: leave it out, so scans never compute it
+        names, w = names[: len(SUMMARY_NAMES)], w[: len(SUMMARY_NAMES)]
+    return ScoreSpec(regression=r, weights=[float(v) for v in w], signals=names,
                      chosen_by={"method": "shadow game, leave-one-shadow-out ROC AUC", "combination": c,
                                 "n_shadows": int(np.asarray(signals).shape[1]), "mean_auc": table})

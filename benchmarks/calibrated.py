@@ -197,7 +197,8 @@ def main() -> None:
 
         n_m = int(a.target.split("-")[0][1:])
         members_idx = make_splits(n_m).target_members
-        shadow_train = {int(i) for k in k_idx for i in pool["members"][k]}
+        # pool indices are Fashion-MNIST train indices, except for MNIST shadows (no overlap possible)
+        shadow_train = set() if pool.get("dataset") == "mnist" else {int(i) for k in k_idx for i in pool["members"][k]}
         res_note = {"target": a.target, "members_dropped_as_shadow_training_images": int(np.isin(members_idx, sorted(shadow_train)).sum())}
         members_idx = np.setdiff1d(members_idx, sorted(shadow_train))
         target_dir = ROOT / "benchmarks" / ".work" / a.target / "target" / "final"

@@ -135,6 +135,21 @@ def test_a_score_that_uses_nn_ref_needs_the_column():
     assert D.uses_neighbours(NN_SPEC) and not D.uses_neighbours(D.ScoreSpec())
 
 
+def test_a_game_winner_without_nn_ref_leaves_it_out_of_the_spec():
+    """When the chosen combination puts no weight on nn_ref, the spec does not list it, so a scan
+    never computes it (and fit never asks for its column)."""
+    rng = np.random.default_rng(3)
+    p, k = 120, 4
+    inc = np.zeros((k, p), bool)
+    for j in range(k):
+        inc[j, rng.permutation(p)[: p // 2]] = True
+    summ = rng.normal(size=(p, 1, len(SUMMARY_NAMES))) + 0.3 * rng.normal(size=(p, k, len(SUMMARY_NAMES)))
+    summ[:, :, 0] += 1.5 * inc.T  # members stand out in pair_mean only
+    e = unit(rng.normal(size=(p, k, 8)))
+    spec = choose_spec(summ, inc, embeddings=e, combinations=("pair_mean",))
+    assert spec.signals == list(SUMMARY_NAMES) and not D.uses_neighbours(spec)
+
+
 def test_embed_whole_is_unit_norm_and_independent_of_the_batch(tiny_checkpoint):
     from auditmi.encoders.local import load_local
     from auditmi.measures import embed_whole
