@@ -31,7 +31,9 @@ def ray_cluster() -> str:
     pytest.importorskip("ray.data")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        # address="local": always a fresh Ray of our own, even when another Ray runs on this machine
+        # (without it, ray.init joins that one and refuses num_cpus)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
