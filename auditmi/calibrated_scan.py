@@ -22,13 +22,13 @@ from auditmi.difficulty import CalibratedScores, calibrated_scores, uses_neighbo
 from auditmi.encoders.base import Encoder
 from auditmi.engines import EngineOptions, Head, compute_features, compute_sets
 from auditmi.errors import InputError
-from auditmi.measures import SIGNALS, embed_whole_files, signal_cache_key
+from auditmi.measures import SIGNALS, decode_files, embed_whole, signal_cache_key
 from auditmi.neighbours import reference_nn, suspect_nn
 from auditmi.pipeline import FeatureSet
 from auditmi.shadow_set import ShadowSet, shadow_encoder
 from auditmi.signals import SignalSet, summaries
 from auditmi.stats import ReferenceThreshold, reference_threshold
-from auditmi.views import ViewConfig
+from auditmi.views import ViewConfig, working_side
 
 Progress = Callable[[str, int, int], None]
 
@@ -83,6 +83,14 @@ def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[F
     def prog(stage: str) -> Callable[[int, int], None] | None:
         return (lambda d, t: progress(stage, d, t)) if progress else None
 
+    decoded: dict[int, list[torch.Tensor]] = {}  # working side -> suspects + reference, decoded once for every encoder
+
+    def with_nn(sus: np.ndarray, ref: np.ndarray, enc: Encoder, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        side = working_side(enc.input_size, views)
+        if side not in decoded:
+            decoded[side] = decode_files([*ts.paths, *tr.paths], side)
+        return with_neighbours(sus, ref, ts.sha256, embed_whole(enc, decoded[side]), seed, prog(stage))
+
     sus_k, ref_k = [], []
     for i, sets in enumerate(shadow_sets):
         by_sha = {r.sha256: row for fs in sets for r, row in zip(fs.rows, fs.features, strict=True)}
@@ -93,11 +101,10 @@ def score_signals(ts: SignalSet, tr: SignalSet, shadow_sets: Sequence[Sequence[F
         sus_k.append(summaries(np.stack([by_sha[h] for h in ts.sha256]), n_views))
         ref_k.append(summaries(np.stack([by_sha[h] for h in tr.sha256]), n_views))
         if nn:
-            sus_k[-1], ref_k[-1] = with_neighbours(sus_k[-1], ref_k[-1], ts, tr, encoders[i + 1], views, seed,
-                                                   prog(f"neighbours: shadow {i + 1}/{shadows.k}"))
+            sus_k[-1], ref_k[-1] = with_nn(sus_k[-1], ref_k[-1], encoders[i + 1], f"neighbours: shadow {i + 1}/{shadows.k}")
     t_sus, t_ref = summaries(ts.raw, n_views), summaries(tr.raw, n_views)
     if nn:
-        t_sus, t_ref = with_neighbours(t_sus, t_ref, ts, tr, encoders[0], views, seed, prog("neighbours: audited encoder"))
+        t_sus, t_ref = with_nn(t_sus, t_ref, encoders[0], "neighbours: audited encoder")
     return calibrated_scores(t_sus, np.stack(sus_k, axis=1), ts.sha256, t_ref, np.stack(ref_k, axis=1), tr.sha256, shadows, seed=seed)
 
 
@@ -127,16 +134,15 @@ def run_encodermi_r(suspects: Sequence[Path], reference: Sequence[Path], encoder
     return EncoderMIR(score_signals(ts, tr, res[1:], shadows, views, seed, [h.encoder for h in heads], progress), ts, tr)
 
 
-def with_neighbours(sus: np.ndarray, ref: np.ndarray, ts: SignalSet, tr: SignalSet, encoder: Encoder, views: ViewConfig, seed: int,
+def with_neighbours(sus: np.ndarray, ref: np.ndarray, sus_sha256: Sequence[str], emb: np.ndarray, seed: int,
                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Suspect and reference summaries with the neighbourhood signal under ``encoder`` appended
-    (:mod:`auditmi.neighbours`; one whole-image embedding per image, in this process)."""
-    total = len(ts.paths) + len(tr.paths)
-    emb = embed_whole_files([*ts.paths, *tr.paths], encoder, views)
+    """Suspect and reference summaries with the neighbourhood signal appended (:mod:`auditmi.neighbours`),
+    from one encoder's whole-image embeddings ``emb`` of the suspects, then the reference."""
+    n_sus = len(sus_sha256)
+    e_sus, e_ref = emb[:n_sus], emb[n_sus:]
     if progress:
-        progress(total, total)
-    e_sus, e_ref = emb[: len(ts.paths)], emb[len(ts.paths):]
-    return (np.c_[sus, suspect_nn(e_sus, e_ref, ts.sha256, seed)], np.c_[ref, reference_nn(e_ref)])
+        progress(len(emb), len(emb))
+    return (np.c_[sus, suspect_nn(e_sus, e_ref, sus_sha256, seed)], np.c_[ref, reference_nn(e_ref)])
 
 
 def _family(desc: dict[str, Any]) -> str | None:

@@ -252,11 +252,20 @@ def embed_whole(encoder: Encoder, pixels: Sequence[torch.Tensor], batch_size: in
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def embed_whole_files(paths: Sequence[Any], encoder: Encoder, view_cfg: ViewConfig, batch_size: int | None = None) -> np.ndarray:
-    """:func:`embed_whole` of image files, decoded at the encoder's working side as the engines
-    decode them. The files were read once already by the signal pass; one that fails now raises."""
+def pixels_chw(pixels: np.ndarray) -> torch.Tensor:
+    """A decoded (H, W, 3) uint8 image (:class:`auditmi.images.LoadedImage`'s pixels) as the
+    (3, H, W) tensor the renderers take."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
+
+
+def decode_files(paths: Sequence[Any], side: int) -> list[torch.Tensor]:
+    """Image files decoded at the working side ``side`` as the engines decode them, in this
+    process. The files were read once already by an engine pass; one that fails now raises."""
     from auditmi.images import load_image
 
-    side = working_side(encoder.input_size, view_cfg)
-    pix = [torch.from_numpy(np.ascontiguousarray(load_image(p, side).pixels)).permute(2, 0, 1).contiguous() for p in paths]
-    return embed_whole(encoder, pix, batch_size)
+    return [pixels_chw(load_image(p, side).pixels) for p in paths]
+
+
+def embed_whole_files(paths: Sequence[Any], encoder: Encoder, view_cfg: ViewConfig, batch_size: int | None = None) -> np.ndarray:
+    """:func:`embed_whole` of image files (:func:`decode_files` at the encoder's working side)."""
+    return embed_whole(encoder, decode_files(paths, working_side(encoder.input_size, view_cfg)), batch_size)

@@ -35,7 +35,7 @@ from auditmi.encoders.base import Encoder, prepare_module
 from auditmi.encoders.local import WEIGHTS_NAME, load_local, read_config
 from auditmi.errors import CalibrationError, InputError
 from auditmi.images import LoadedImage, load_many
-from auditmi.measures import embed_whole, measure_pixels
+from auditmi.measures import embed_whole, measure_pixels, pixels_chw
 from auditmi.models import build_backbone
 from auditmi.shadow import TrainConfig, train_encoder
 from auditmi.shadow_game import choose_spec
@@ -83,7 +83,7 @@ def halves(n: int, k: int, seed: int, fraction: float = 0.5) -> np.ndarray:
 
 
 def _tensor(li: LoadedImage) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(li.pixels)).permute(2, 0, 1).contiguous()
+    return pixels_chw(li.pixels)
 
 
 def train_shadow_set(public: PublicImages, k: int, cfg: TrainConfig, view_cfg: ViewConfig, seed: int, run_root: Path,
